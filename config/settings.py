@@ -1,0 +1,107 @@
+"""Typed settings for personal-gpt: every default lives here, with its unit and reason.
+
+A profile (``config/profiles/<name>.yaml``) overrides any subset of these fields; the
+data directory comes from ``--data-dir`` or ``PGPT_DATA_DIR`` (default ``./data``).
+
+>>> s = load_settings("full")
+>>> s.examples.chunk_tokens
+512
+>>> s.export.system_message
+'You render plain text into markdown format.'
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+PROFILES_DIR = Path(__file__).parent / "profiles"
+DEFAULT_PROFILE = "default"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo in a profile is an error, not a no-op
+
+
+class ScrapeSettings(_Section):
+    user_agent: str = "personal-gpt/0.1 (+https://github.com/personal-gpt/personal-gpt)"
+    timeout_s: float = 20.0  # per request; Medium answers in < 2 s, a hung host fails fast
+    max_bytes: int = 5_000_000  # 5 MB: a long article page is ~300 kB; anything bigger is not one
+    per_host_delay_s: float = 1.0  # politeness: at most one request per second to a host
+    retries: int = 4  # attempts after the first, on 429 / 5xx / connection errors only
+    backoff_base_s: float = 1.0  # exponential backoff: base * 2**attempt (+ jitter), capped below
+    backoff_max_s: float = 60.0  # never wait longer than a minute between attempts
+    respect_robots: bool = True  # honour robots.txt Disallow for our user agent
+    refetch_after_hours: float = 20.0  # a fetched page is reused (task cache) for this long;
+    # after that it is re-fetched with a conditional GET (ETag / Last-Modified), so a daily
+    # ingest re-validates every page once a day and downloads only what changed.
+
+
+class CleanSettings(_Section):
+    keep_link_urls: bool = False  # plain text cannot predict a URL: keep link text only
+    keep_images: bool = False  # nor an image URL: drop images, keep their captions as text
+    min_words: int = 150  # shorter posts are replies or notes, not articles (Medium exports)
+
+
+class ExamplesSettings(_Section):
+    chunk_tokens: int = 512  # Markdown tokens (cl100k_base) per chunk; fits SmolLM2's context
+    # twice over (plain in + markdown out) and keeps CPU training batches short
+    test_fraction: float = 0.10  # share of articles held out for evaluation (at least one)
+    valid_fraction: float = 0.10  # share of articles for validation loss (at least one if >= 3)
+    seed: int = 42  # the split is a pure function of (article ids, seed)
+
+
+class Price(_Section):
+    """USD per 1M tokens, as published by OpenAI on ``as_of``."""
+
+    training: float
+    input: float
+    output: float
+
+
+class ExportSettings(_Section):
+    system_message: str = "You render plain text into markdown format."  # the seed's
+    max_tokens_per_example: int = 16_385  # OpenAI's limit for gpt-3.5-turbo fine-tuning examples
+    target_epochs: int = 3  # OpenAI's default-epochs rule starts from 3 ...
+    min_target_examples: int = 100  # ... and raises epochs for fewer examples than this
+    max_target_examples: int = 25_000  # ... or lowers them for more than this
+    min_default_epochs: int = 1
+    max_default_epochs: int = 25
+    price_model: str = "gpt-3.5-turbo"  # which row of the price table the estimate uses
+    prices_as_of: date = date(2024, 12, 1)  # date the price table below was copied
+    prices: dict[str, Price] = Field(  # openai.com/api/pricing, fine-tuning section
+        default_factory=lambda: {
+            "gpt-3.5-turbo": Price(training=8.00, input=3.00, output=6.00),
+            "gpt-4o-mini-2024-07-18": Price(training=3.00, input=0.30, output=1.20),
+            "gpt-4o-2024-08-06": Price(training=25.00, input=3.75, output=15.00),
+        }
+    )
+
+
+class Settings(_Section):
+    profile: str = DEFAULT_PROFILE
+    data_dir: Path = Path("data")
+    scrape: ScrapeSettings = Field(default_factory=ScrapeSettings)
+    clean: CleanSettings = Field(default_factory=CleanSettings)
+    examples: ExamplesSettings = Field(default_factory=ExamplesSettings)
+    export: ExportSettings = Field(default_factory=ExportSettings)
+
+
+def load_settings(profile: str | None = None, data_dir: str | Path | None = None) -> Settings:
+    """Defaults, overridden by the profile's YAML, then by ``data_dir`` (or ``PGPT_DATA_DIR``)."""
+    name = profile or DEFAULT_PROFILE
+    path = PROFILES_DIR / f"{name}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+        raise ValueError(f"unknown profile {name!r} (no {path}); known profiles: {known}")
+    overrides: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
+    overrides["profile"] = name
+    chosen_dir = data_dir or os.environ.get("PGPT_DATA_DIR")
+    if chosen_dir:
+        overrides["data_dir"] = Path(chosen_dir)
+    return Settings.model_validate(overrides)
