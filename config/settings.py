@@ -93,12 +93,18 @@ class Settings(_Section):
 
 
 def load_settings(profile: str | None = None, data_dir: str | Path | None = None) -> Settings:
-    """Defaults, overridden by the profile's YAML, then by ``data_dir`` (or ``PGPT_DATA_DIR``)."""
+    """Defaults, overridden by the profile's YAML, then by ``data_dir`` (or ``PGPT_DATA_DIR``).
+
+    ``profile`` is a name in ``config/profiles/`` or the path of a ``.yaml`` file.
+    """
     name = profile or DEFAULT_PROFILE
-    path = PROFILES_DIR / f"{name}.yaml"
+    path = Path(name) if name.endswith((".yaml", ".yml")) else PROFILES_DIR / f"{name}.yaml"
     if not path.exists():
         known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
-        raise ValueError(f"unknown profile {name!r} (no {path}); known profiles: {known}")
+        raise ValueError(
+            f"unknown profile {name!r} (no {path}); known profiles: {known}, "
+            "or the path of a .yaml file"
+        )
     overrides: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
     overrides["profile"] = name
     chosen_dir = data_dir or os.environ.get("PGPT_DATA_DIR")

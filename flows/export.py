@@ -1,0 +1,45 @@
+"""Export flow: parquet/articles.parquet -> examples.parquet -> train/valid/test JSONL.
+
+python flows/export.py
+"""
+
+from __future__ import annotations
+
+from prefect import flow, task
+
+from config.settings import load_settings
+from tasks.examples import build_examples
+from tasks.export import export_jsonl
+from tasks.report import article_rows, publish_dataset
+from tasks.store import parquet_path, read_articles, store_examples
+
+
+@task
+def load_articles(data_dir: str) -> list[dict]:
+    """The stored articles; a clear error when there are none yet."""
+    articles = read_articles(data_dir)
+    if not articles:
+        raise ValueError(
+            f"no articles in {parquet_path(data_dir, 'articles')}: run `pgpt ingest SOURCE` first"
+        )
+    return articles
+
+
+@flow(name="export")
+def export(
+    profile: str = "default", data_dir: str | None = None, ingest_summary: dict | None = None
+) -> dict:
+    """Chunk and split the stored articles and write the validated fine-tuning JSONL."""
+    settings = load_settings(profile, data_dir)
+    articles = load_articles(str(settings.data_dir))
+    examples = build_examples(articles, settings.examples.model_dump())
+    store_examples(examples, str(settings.data_dir))
+    exported = export_jsonl(
+        examples, str(settings.data_dir), settings.export.model_dump(mode="json")
+    )
+    publish_dataset(ingest_summary, exported["stats"], article_rows(articles, examples))
+    return {"articles": len(articles), "examples": len(examples), **exported}
+
+
+if __name__ == "__main__":
+    export()

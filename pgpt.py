@@ -1,0 +1,128 @@
+"""pgpt: the personal-gpt command line.
+
+    pgpt ingest SOURCE...          scrape + clean articles into parquet/articles.parquet
+    pgpt export                    chunk, split and write the fine-tuning JSONL
+    pgpt run [--source S]...       the whole retrain flow (default source: the bundled sample)
+
+Every command takes ``--data-dir DIR`` (env ``PGPT_DATA_DIR``, default ``./data``) before the
+command name, and ``--profile NAME`` (a file in ``config/profiles/``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="personal-gpt: your own personal ChatGPT.", no_args_is_help=True)
+console = Console()
+
+Profile = Annotated[str, typer.Option("--profile", "-p", help="Settings profile (config/profiles)")]
+
+
+@app.callback()
+def main(
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", envvar="PGPT_DATA_DIR", help="Where outputs go")
+    ] = Path("data"),
+) -> None:
+    """Fine-tune a chat model on your own articles, as Prefect flows."""
+    os.environ["PGPT_DATA_DIR"] = str(data_dir)
+
+
+def _data_dir() -> str:
+    return os.environ["PGPT_DATA_DIR"]
+
+
+def _print_ingest(summary: dict) -> None:
+    table = Table(title="Ingest")
+    counts = {
+        "sources": summary["sources"],
+        "pages": summary["pages"],
+        "added": len(summary["added"]),
+        "updated": len(summary["updated"]),
+        "unchanged": summary["unchanged"],
+        "skipped": len(summary["skipped"]),
+        "failed": len(summary["failures"]),
+        "articles stored": summary["total"],
+    }
+    for name in counts:
+        table.add_column(name, justify="right")
+    table.add_row(*(str(v) for v in counts.values()))
+    console.print(table)
+    for failure in summary["failures"]:
+        console.print(f"[red]failed[/red] {failure['item']}: {failure['error']}")
+
+
+def _print_export(result: dict) -> None:
+    table = Table(title=f"Dataset ({result['articles']} articles)")
+    for name in ("split", "examples", "tokens/example (mean)", "max", "over limit"):
+        table.add_column(name, justify="right")
+    for split, stats in result["stats"]["splits"].items():
+        dist = (
+            stats["distributions"]["num_total_tokens_per_example"] if stats["n_examples"] else None
+        )
+        table.add_row(
+            split,
+            str(stats["n_examples"]),
+            f"{dist['mean']:.0f}" if dist else "-",
+            f"{dist['max']}" if dist else "-",
+            str(stats["n_too_long"]),
+        )
+    console.print(table)
+    cost = result["stats"]["cost_estimate"]
+    console.print(
+        f"Fine-tuning {cost['model']} for {cost['epochs']} epochs would bill "
+        f"{cost['charged_tokens']:,} tokens ≈ [bold]${cost['usd']:.2f}[/bold] "
+        f"(prices as of {cost['prices_as_of']})."
+    )
+    for split, path in result["paths"].items():
+        console.print(f"  {split}: {path}")
+
+
+@app.command()
+def ingest(
+    sources: Annotated[list[str], typer.Argument(help="URLs, feeds, exports, folders, files")],
+    profile: Profile = "default",
+) -> None:
+    """Scrape and clean SOURCES into parquet/articles.parquet."""
+    from config.runtime import results_in
+    from flows.ingest import ingest as ingest_flow
+
+    with results_in(_data_dir()):
+        _print_ingest(ingest_flow(sources, profile, _data_dir()))
+
+
+@app.command()
+def export(profile: Profile = "default") -> None:
+    """Chunk and split the stored articles; write train/valid/test JSONL and stats."""
+    from config.runtime import results_in
+    from flows.export import export as export_flow
+
+    with results_in(_data_dir()):
+        _print_export(export_flow(profile, _data_dir()))
+
+
+@app.command()
+def run(
+    source: Annotated[
+        list[str] | None, typer.Option("--source", "-s", help="Repeatable; default: sample")
+    ] = None,
+    profile: Profile = "default",
+) -> None:
+    """Run the whole retrain flow: ingest, then export."""
+    from config.runtime import results_in
+    from flows.retrain import retrain
+
+    with results_in(_data_dir()):
+        result = retrain(source or None, profile, _data_dir())
+    _print_ingest(result["ingest"])
+    _print_export(result["export"])
+
+
+if __name__ == "__main__":
+    app()

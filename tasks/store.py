@@ -1,0 +1,155 @@
+"""Parquet storage of articles and examples, with explicit schemas and atomic writes.
+
+``DATA/parquet/articles.parquet`` holds one row per article, keyed by ``id`` (a hash of the
+canonical URL); ``DATA/parquet/examples.parquet`` one row per (article, chunk). Both are plain
+Parquet files that pandas (``pd.read_parquet``) and duckdb (``SELECT * FROM 'x.parquet'``)
+read as they are.
+
+Merging is by id: a new article is added, a changed one (other HTML or other Markdown)
+replaces its old row, an unchanged one keeps its row, and an article that has disappeared
+from its source is kept (nothing stored is ever lost). When nothing changed, the file is not
+rewritten at all.
+
+>>> import tempfile
+>>> d = tempfile.mkdtemp()
+>>> row = {"id": "a1", "source": "s", "url": "u", "title": "T", "html_sha256": "h",
+...        "markdown": "# T", "plain": "T"}
+>>> store_articles.fn([row], d)["added"]
+['a1']
+>>> store_articles.fn([row], d)["unchanged"]
+1
+>>> [a["title"] for a in read_articles(d)]
+['T']
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from prefect import task
+
+from tasks.atomic import atomic_path
+
+ARTICLES_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("source", pa.string()),
+        pa.field("url", pa.string()),
+        pa.field("title", pa.string()),
+        pa.field("author", pa.string()),
+        pa.field("published", pa.timestamp("us", tz="UTC")),
+        pa.field("html_sha256", pa.string()),
+        pa.field("markdown", pa.large_string()),
+        pa.field("plain", pa.large_string()),
+        pa.field("words", pa.int32()),
+        pa.field("markdown_tokens", pa.int32()),
+        pa.field("plain_tokens", pa.int32()),
+        pa.field("fetched_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+EXAMPLES_SCHEMA = pa.schema(
+    [
+        pa.field("article_id", pa.string(), nullable=False),
+        pa.field("chunk", pa.int32(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("plain", pa.large_string()),
+        pa.field("markdown", pa.large_string()),
+        pa.field("plain_tokens", pa.int32()),
+        pa.field("markdown_tokens", pa.int32()),
+    ]
+)
+
+
+def parquet_path(data_dir: str | Path, name: str) -> Path:
+    """``DATA/parquet/<name>.parquet``."""
+    return Path(data_dir) / "parquet" / f"{name}.parquet"
+
+
+def _timestamp(value: Any) -> datetime | None:
+    """An aware UTC datetime from a datetime or an ISO-8601 string; None if absent or bad."""
+    if value is None or isinstance(value, datetime):
+        return value.astimezone(UTC) if value and value.tzinfo else value
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=parsed.tzinfo or UTC).astimezone(UTC)
+
+
+def _conform(row: dict, schema: pa.Schema) -> dict:
+    """Keep the schema's columns only, timestamps parsed."""
+    out = {name: row.get(name) for name in schema.names}
+    for field in schema:
+        if pa.types.is_timestamp(field.type):
+            out[field.name] = _timestamp(out[field.name])
+    return out
+
+
+def write_rows(rows: list[dict], schema: pa.Schema, path: Path) -> None:
+    """Write rows as a Parquet file with ``schema``, atomically."""
+    table = pa.Table.from_pylist([_conform(r, schema) for r in rows], schema=schema)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_rows(path: Path) -> list[dict]:
+    """All rows of a Parquet file as dicts ([] when the file does not exist)."""
+    return pq.read_table(path).to_pylist() if path.exists() else []
+
+
+def read_articles(data_dir: str | Path) -> list[dict]:
+    """Every stored article, in id order."""
+    return read_rows(parquet_path(data_dir, "articles"))
+
+
+def read_examples(data_dir: str | Path) -> list[dict]:
+    """Every stored example, in (article_id, chunk) order."""
+    return read_rows(parquet_path(data_dir, "examples"))
+
+
+def _same(old: dict, new: dict) -> bool:
+    return old["html_sha256"] == new["html_sha256"] and old["markdown"] == new["markdown"]
+
+
+@task
+def store_articles(articles: list[dict], data_dir: str) -> dict:
+    """Merge cleaned articles into articles.parquet by id; rewrite only if something changed."""
+    path = parquet_path(data_dir, "articles")
+    stored = {row["id"]: row for row in read_rows(path)}
+    now = datetime.now(UTC)
+    added, updated, unchanged = [], [], 0
+    for article in articles:
+        old = stored.get(article["id"])
+        if old is not None and _same(old, article):
+            unchanged += 1
+            continue
+        (updated if old is not None else added).append(article["id"])
+        stored[article["id"]] = {**article, "fetched_at": article.get("fetched_at") or now}
+    if added or updated or not path.exists():
+        write_rows([stored[k] for k in sorted(stored)], ARTICLES_SCHEMA, path)
+    return {
+        "path": str(path),
+        "added": added,
+        "updated": updated,
+        "unchanged": unchanged,
+        "total": len(stored),
+    }
+
+
+@task
+def store_examples(examples: list[dict], data_dir: str) -> dict:
+    """Replace examples.parquet with ``examples`` (sorted); untouched if they are the same."""
+    path = parquet_path(data_dir, "examples")
+    rows = sorted(
+        (_conform(e, EXAMPLES_SCHEMA) for e in examples),
+        key=lambda e: (e["article_id"], e["chunk"]),
+    )
+    changed = read_rows(path) != rows
+    if changed:
+        write_rows(rows, EXAMPLES_SCHEMA, path)
+    return {"path": str(path), "rows": len(rows), "changed": changed}

@@ -1,0 +1,182 @@
+"""The Prefect flows end to end: outputs, caching across runs, incremental ingest."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections import Counter
+
+import duckdb
+import pandas as pd
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.sorting import TaskRunSort
+
+from config.runtime import results_in
+from flows.ingest import ingest
+from flows.retrain import retrain
+from tasks.store import read_articles
+
+from conftest import SAMPLE
+from sitefixture import site_fixture  # noqa: F401  (the `site` fixture)
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+N_SAMPLE = len(list((SAMPLE / "posts").glob("*.html")))
+
+
+def task_states(flow_state, settle_s: float = 1.5, timeout_s: float = 60) -> Counter:
+    """Counter of (task name, state name) over the task runs of one flow run.
+
+    Prefect records task-run states from events, a moment after the flow returns: poll
+    until every run has a final state and the count has not changed for ``settle_s``.
+    """
+    flow_run_id = flow_state.state_details.flow_run_id
+    seen, stable_since, deadline = None, time.monotonic(), time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+                limit=200,
+            )
+        if all(run.state and run.state.is_final() for run in runs):
+            counts = Counter((run.name.rsplit("-", 1)[0], run.state.name) for run in runs)
+            if counts != seen:
+                seen, stable_since = counts, time.monotonic()
+            elif time.monotonic() - stable_since >= settle_s:
+                return counts
+        time.sleep(0.25)
+    raise TimeoutError(f"task runs of {flow_run_id} did not settle: {seen}")
+
+
+def run_ingest(sources, data_dir):
+    with results_in(data_dir):
+        state = ingest(sources, "default", str(data_dir), return_state=True)
+    return state.result(), task_states(state)
+
+
+def test_retrain_on_the_sample_writes_every_output(tmp_path):
+    with results_in(tmp_path):
+        result = retrain(None, "quick", str(tmp_path))
+    assert result["ingest"]["total"] == N_SAMPLE >= 12
+    assert result["ingest"]["failures"] == [] and result["ingest"]["skipped"] == []
+    articles = pd.read_parquet(tmp_path / "parquet" / "articles.parquet")
+    assert len(articles) == N_SAMPLE and articles["author"].eq("Maren Holt").all()
+    examples = duckdb.sql(
+        f"SELECT split, count(DISTINCT article_id) AS n FROM "
+        f"'{tmp_path}/parquet/examples.parquet' GROUP BY split ORDER BY split"
+    ).fetchall()
+    assert {name for name, _ in examples} == {"test", "train", "valid"}
+    stats = json.loads((tmp_path / "jsonl" / "stats.json").read_text())
+    for split in ("train", "valid", "test"):
+        lines = (tmp_path / "jsonl" / f"{split}.jsonl").read_text().splitlines()
+        assert len(lines) == stats["splits"][split]["n_examples"] > 0
+        first = json.loads(lines[0])["messages"]
+        assert [m["role"] for m in first] == ["system", "user", "assistant"]
+        assert first[0]["content"] == "You render plain text into markdown format."
+    assert stats["cost_estimate"]["usd"] > 0
+
+
+def test_rerun_is_cached_and_a_new_article_is_the_only_work(tmp_path):
+    posts = tmp_path / "posts"
+    shutil.copytree(SAMPLE / "posts", posts)
+    new = sorted(posts.glob("*.html"))[-1]
+    held_back = new.read_text()
+    new.unlink()
+    data = tmp_path / "data"
+
+    first, states = run_ingest([str(posts)], data)
+    assert len(first["added"]) == N_SAMPLE - 1
+    assert states == Counter(
+        {
+            ("clean_page", "Completed"): N_SAMPLE - 1,
+            ("list_local", "Completed"): 1,
+            ("store_articles", "Completed"): 1,
+        }
+    )
+
+    again, states = run_ingest([str(posts)], data)
+    assert (again["added"], again["updated"], again["unchanged"]) == ([], [], N_SAMPLE - 1)
+    assert states[("clean_page", "Cached")] == N_SAMPLE - 1
+    assert states[("clean_page", "Completed")] == 0
+
+    new.write_text(held_back)
+    third, states = run_ingest([str(posts)], data)
+    assert len(third["added"]) == 1 and third["unchanged"] == N_SAMPLE - 1
+    assert states[("clean_page", "Completed")] == 1
+    assert states[("clean_page", "Cached")] == N_SAMPLE - 1
+
+
+def links_feed(site, names: list[str]) -> str:
+    """An RSS feed whose items only link to the pages (each needs its own fetch)."""
+    items = "".join(
+        f"<item><title>{n}</title><link>{site.url_for('/posts/' + n)}</link></item>" for n in names
+    )
+    return (
+        f'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>'
+        f"<link>{site.url}</link>{items}</channel></rss>"
+    )
+
+
+def test_over_http_only_new_pages_are_fetched_and_cleaned(site, tmp_path):
+    profile = tmp_path / "fast.yaml"
+    profile.write_text("scrape:\n  per_host_delay_s: 0\n  backoff_base_s: 0.01\n")
+    names = sorted(p.name for p in (SAMPLE / "posts").glob("*.html"))
+    site.serve_dir(SAMPLE)
+    site.add(
+        "/links.xml", links_feed(site, names[:-1]), content_type="application/rss+xml", etag='"v1"'
+    )
+    feed, data = site.url_for("/links.xml"), tmp_path / "data"
+
+    def run():
+        with results_in(data):
+            state = ingest([feed], str(profile), str(data), return_state=True)
+        return state.result(), task_states(state)
+
+    first, states = run()
+    assert len(first["added"]) == N_SAMPLE - 1
+    assert states[("fetch_url", "Completed")] == N_SAMPLE  # the feed + every page
+    assert all(site.count(f"/posts/{n}") == 1 for n in names[:-1])
+
+    again, states = run()
+    assert again["unchanged"] == N_SAMPLE - 1
+    assert states[("fetch_url", "Cached")] == N_SAMPLE - 1
+    assert states[("fetch_url", "Completed")] == 1  # the feed itself is always re-validated
+    assert site.requests_for("/links.xml")[-1].headers.get("if-none-match")
+    assert all(site.count(f"/posts/{n}") == 1 for n in names[:-1])
+
+    site.add("/links.xml", links_feed(site, names), content_type="application/rss+xml", etag='"v2"')
+    third, states = run()
+    assert len(third["added"]) == 1
+    assert states[("fetch_url", "Completed")] == 2  # the feed and the new page
+    assert states[("clean_page", "Completed")] == 1
+    assert states[("clean_page", "Cached")] == N_SAMPLE - 1
+    assert site.count(f"/posts/{names[-1]}") == 1
+
+
+def test_the_feed_and_the_pages_give_the_same_articles(site, tmp_path):
+    site.serve_dir(SAMPLE)
+    from_feed, _ = run_ingest([site.url_for("/feed.xml")], tmp_path / "a")
+    from_pages, _ = run_ingest([str(SAMPLE / "posts")], tmp_path / "b")
+    assert from_feed["total"] == from_pages["total"] == N_SAMPLE
+    by_feed = {a["id"]: a for a in read_articles(tmp_path / "a")}
+    by_page = {a["id"]: a for a in read_articles(tmp_path / "b")}
+    assert by_feed.keys() == by_page.keys()
+    for key, article in by_page.items():
+        for field in ("title", "author", "published", "url", "markdown", "plain"):
+            assert by_feed[key][field] == article[field], (article["title"], field)
+
+
+def test_a_bad_source_is_reported_and_the_rest_goes_on(site, tmp_path):
+    site.add("/gone.html", "no", status=404)
+    summary, _ = run_ingest(
+        [site.url_for("/gone.html"), str(SAMPLE / "posts"), str(tmp_path / "missing")],
+        tmp_path / "data",
+    )
+    assert summary["total"] == N_SAMPLE
+    failed = {f["item"]: f["error"] for f in summary["failures"]}
+    assert "404" in failed[site.url_for("/gone.html")]
+    assert str(tmp_path / "missing") in failed[str(tmp_path / "missing")]

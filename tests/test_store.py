@@ -1,0 +1,126 @@
+"""Parquet storage: schemas, round trips, merge rules and atomicity."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import duckdb
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from tasks.store import (
+    ARTICLES_SCHEMA,
+    EXAMPLES_SCHEMA,
+    parquet_path,
+    read_articles,
+    read_examples,
+    store_articles,
+    store_examples,
+)
+
+
+def article(i: int, **changes) -> dict:
+    row = {
+        "id": f"id{i}",
+        "source": "src",
+        "url": f"https://x.test/{i}",
+        "title": f"Title {i}",
+        "author": "Ann",
+        "published": "2023-03-14T09:12:31.204Z",
+        "html_sha256": f"h{i}",
+        "markdown": f"# Title {i}\n\nBody *{i}*.",
+        "plain": f"Title {i}\nBody {i}.",
+        "words": 4,
+        "markdown_tokens": 9,
+        "plain_tokens": 7,
+        "skip_reason": None,
+    }
+    return row | changes
+
+
+def test_round_trip_with_schema_and_readers(tmp_path):
+    result = store_articles.fn([article(2), article(1)], str(tmp_path))
+    path = parquet_path(tmp_path, "articles")
+    assert result == {
+        "path": str(path),
+        "added": ["id2", "id1"],
+        "updated": [],
+        "unchanged": 0,
+        "total": 2,
+    }
+    assert pq.read_schema(path).equals(ARTICLES_SCHEMA)
+    rows = read_articles(tmp_path)
+    assert [r["id"] for r in rows] == ["id1", "id2"]
+    assert rows[0]["published"] == datetime(2023, 3, 14, 9, 12, 31, 204000, tzinfo=UTC)
+    assert rows[0]["markdown"] == "# Title 1\n\nBody *1*."
+    assert rows[0]["fetched_at"] is not None and "skip_reason" not in rows[0]
+    assert pd.read_parquet(path)["title"].tolist() == ["Title 1", "Title 2"]
+    assert duckdb.sql(f"SELECT count(*) FROM '{path}'").fetchall() == [(2,)]
+
+
+def test_unchanged_articles_do_not_rewrite_the_file(tmp_path):
+    store_articles.fn([article(1), article(2)], str(tmp_path))
+    path = parquet_path(tmp_path, "articles")
+    before = path.stat()
+    result = store_articles.fn([article(1), article(2)], str(tmp_path))
+    assert (result["added"], result["updated"], result["unchanged"]) == ([], [], 2)
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_changed_article_replaces_its_row_and_missing_ones_are_kept(tmp_path):
+    store_articles.fn([article(1), article(2)], str(tmp_path))
+    changed = article(1, html_sha256="new", markdown="# Title 1\n\nNew body.")
+    result = store_articles.fn([changed], str(tmp_path))
+    assert (result["added"], result["updated"], result["total"]) == ([], ["id1"], 2)
+    rows = {r["id"]: r for r in read_articles(tmp_path)}
+    assert rows["id1"]["markdown"] == "# Title 1\n\nNew body."
+    assert rows["id2"]["markdown"] == "# Title 2\n\nBody *2*."
+
+
+def test_failed_write_leaves_stored_data_intact(tmp_path):
+    store_articles.fn([article(1)], str(tmp_path))
+    path = parquet_path(tmp_path, "articles")
+    before = path.read_bytes()
+    with pytest.raises(Exception, match="int"):
+        store_articles.fn([article(2, words="not a number")], str(tmp_path))
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == ["articles.parquet"]  # no temp left
+
+
+def test_examples_are_sorted_and_rewritten_only_on_change(tmp_path):
+    rows = [
+        {
+            "article_id": "b",
+            "chunk": 0,
+            "split": "test",
+            "plain": "p",
+            "markdown": "m",
+            "plain_tokens": 1,
+            "markdown_tokens": 1,
+        },
+        {
+            "article_id": "a",
+            "chunk": 1,
+            "split": "train",
+            "plain": "p1",
+            "markdown": "*m1*",
+            "plain_tokens": 1,
+            "markdown_tokens": 3,
+        },
+        {
+            "article_id": "a",
+            "chunk": 0,
+            "split": "train",
+            "plain": "p0",
+            "markdown": "m0",
+            "plain_tokens": 1,
+            "markdown_tokens": 1,
+        },
+    ]
+    assert store_examples.fn(rows, str(tmp_path))["changed"] is True
+    stored = read_examples(tmp_path)
+    assert [(r["article_id"], r["chunk"]) for r in stored] == [("a", 0), ("a", 1), ("b", 0)]
+    assert pq.read_schema(parquet_path(tmp_path, "examples")).equals(EXAMPLES_SCHEMA)
+    assert store_examples.fn(list(reversed(rows)), str(tmp_path))["changed"] is False
