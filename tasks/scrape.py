@@ -198,6 +198,13 @@ def _wait_turn(url: str, delay_s: float) -> None:
         time.sleep(start - now)
 
 
+def _answered(url: str) -> None:
+    """Count the delay from the answer, not the request: a slow host gets more room."""
+    host = (urlsplit(url).hostname or "").lower()
+    with _lock:
+        _last_request[host] = max(_last_request.get(host, float("-inf")), time.monotonic())
+
+
 def _retry_after(value: str | None) -> float | None:
     """Seconds from a Retry-After header (delta-seconds or HTTP-date), None if absent/bad."""
     if not value:
@@ -274,7 +281,10 @@ def _fetch_robots(origin: str, scrape: dict) -> urllib.robotparser.RobotFilePars
 
     def attempt() -> urllib.robotparser.RobotFileParser:
         headers = {"User-Agent": scrape["user_agent"]}
-        hooks = {"request": [lambda request: _wait_turn(str(request.url), delay_s)]}
+        hooks = {
+            "request": [lambda request: _wait_turn(str(request.url), delay_s)],
+            "response": [lambda response: _answered(str(response.request.url))],
+        }
         try:
             with (
                 httpx.Client(follow_redirects=True, timeout=timeout_s, event_hooks=hooks) as client,
@@ -379,7 +389,10 @@ def http_get(
         _wait_turn(str(request.url), scrape["per_host_delay_s"])
 
     def attempt() -> dict:
-        hooks = {"request": [before_each_request]}
+        hooks = {
+            "request": [before_each_request],
+            "response": [lambda response: _answered(str(response.request.url))],
+        }
         try:
             with httpx.Client(
                 follow_redirects=True, timeout=scrape["timeout_s"], event_hooks=hooks

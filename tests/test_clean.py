@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from config.settings import CleanSettings
 from tasks.clean import (
+    CONTROL,
     body_to_markdown,
     clean_page,
     extract_body,
@@ -866,6 +868,17 @@ def html_fragments(draw: st.DrawFn, depth: int = 0) -> str:
             close = draw(st.sampled_from([f"</{tag}>", f"</{tag}>", ""]))
             parts.append(f"<{tag}{attrs}>{inner}{close}")
     return "".join(parts)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(html=html_fragments())
+def test_fuzz_plain_keeps_all_body_text(html: str) -> None:
+    """No character is lost or added. Order is not compared: the title heading moves first
+    and stray text inside a table goes before it (as a browser shows it)."""
+    body = extract_body(html)
+    plain = markdown_to_plain(body_to_markdown(body))
+    expected = CONTROL.sub("", body.get_text())
+    assert Counter("".join(plain.split())) == Counter("".join(expected.split()))
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -13,10 +13,12 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.sorting import TaskRunSort
+from typer.testing import CliRunner
 
 from config.runtime import results_in
 from flows.ingest import ingest
 from flows.retrain import retrain
+from pgpt import app
 from tasks.store import read_articles
 
 from conftest import SAMPLE
@@ -50,6 +52,17 @@ def task_states(flow_state, settle_s: float = 1.5, timeout_s: float = 60) -> Cou
                 return counts
         time.sleep(0.25)
     raise TimeoutError(f"task runs of {flow_run_id} did not settle: {seen}")
+
+
+def latest_artifact(key: str) -> dict:
+    """The newest artifact with ``key``, read through the REST API.
+
+    (Prefect 3.8.8's own client sends ``null`` for unset filters, which its server rejects.)
+    """
+    body = {"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC", "limit": 1, "offset": 0}
+    with get_client(sync_client=True) as client:
+        response = client.request("POST", "/artifacts/filter", json=body)
+    return response.json()[0]
 
 
 def run_ingest(sources, data_dir):
@@ -180,3 +193,22 @@ def test_a_bad_source_is_reported_and_the_rest_goes_on(site, tmp_path):
     failed = {f["item"]: f["error"] for f in summary["failures"]}
     assert "404" in failed[site.url_for("/gone.html")]
     assert str(tmp_path / "missing") in failed[str(tmp_path / "missing")]
+
+
+def test_pgpt_run_prints_the_dataset_summary_and_publishes_artifacts(tmp_path):
+    result = CliRunner().invoke(app, ["--data-dir", str(tmp_path), "run", "--profile", "quick"])
+    assert result.exit_code == 0, result.output
+    for word in ("Ingest", "Dataset (12 articles)", "train", "valid", "test", "jsonl/train.jsonl"):
+        assert word in result.output, word
+    usd = json.loads((tmp_path / "jsonl" / "stats.json").read_text())["cost_estimate"]["usd"]
+    assert f"${usd:.2f}" in result.output
+    dataset = latest_artifact("pgpt-dataset")
+    assert dataset["type"] == "markdown" and f"{N_SAMPLE} |" in dataset["data"]
+    articles = latest_artifact("pgpt-articles")
+    assert articles["type"] == "table" and "The Case for Boring Databases" in articles["data"]
+
+
+def test_pgpt_export_without_articles_says_what_to_do(tmp_path):
+    result = CliRunner().invoke(app, ["--data-dir", str(tmp_path), "export"])
+    assert result.exit_code != 0
+    assert "run `pgpt ingest SOURCE` first" in str(result.exception)

@@ -37,6 +37,17 @@ def test_the_sample_covers_every_kind_of_markup():
     markdowns = [html_to_markdown(p.read_text()) for p in POSTS]
     assert len(markdowns) >= 12
     text = "\n\n".join(markdowns)
-    for needle in ("\n## ", "\n### ", "\n- ", "\n1. ", "\n  - ", "\n```python", "\n> ",
-                   "**", "*", "`", "\n| --- |"):
+    for needle in (
+        "\n## ",
+        "\n### ",
+        "\n- ",
+        "\n1. ",
+        "\n  - ",
+        "\n```python",
+        "\n> ",
+        "**",
+        "*",
+        "`",
+        "\n| --- |",
+    ):
         assert needle in text, needle

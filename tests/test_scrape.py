@@ -16,7 +16,6 @@ import httpx
 import pytest
 from bs4 import BeautifulSoup
 from prefect.states import Failed
-from sitefixture import Response, Site, serve, site_fixture  # noqa: F401  (the "site" fixture)
 
 from config.settings import ScrapeSettings
 from tasks import scrape
@@ -31,6 +30,8 @@ from tasks.scrape import (
     list_local,
     read_feed,
 )
+
+from sitefixture import Response, Site, serve, site_fixture  # noqa: F401  (the "site" fixture)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "scrape"
 SAMPLE_POSTS = Path(__file__).resolve().parents[1] / "data" / "sample" / "posts"
