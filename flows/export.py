@@ -42,4 +42,7 @@ def export(
 
 
 if __name__ == "__main__":
-    export()
+    from config.runtime import results_in
+
+    with results_in(load_settings().data_dir):
+        export()

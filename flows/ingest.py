@@ -117,4 +117,7 @@ def ingest(
 
 
 if __name__ == "__main__":
-    ingest(sys.argv[1:] or None)
+    from config.runtime import results_in
+
+    with results_in(load_settings().data_dir):
+        ingest(sys.argv[1:] or None)

@@ -1,4 +1,4 @@
-"""The whole pipeline: ingest -> export (-> fine-tune -> evaluate, as those stages land).
+"""The whole pipeline: ingest -> export -> fine-tune (-> evaluate, when that stage lands).
 
 python flows/retrain.py [SOURCE ...]
 """
@@ -9,7 +9,9 @@ import sys
 
 from prefect import flow
 
+from config.settings import load_settings
 from flows.export import export
+from flows.finetune import finetune
 from flows.ingest import ingest
 
 
@@ -17,11 +19,15 @@ from flows.ingest import ingest
 def retrain(
     sources: list[str] | None = None, profile: str = "default", data_dir: str | None = None
 ) -> dict:
-    """Ingest the sources and export the fine-tuning dataset."""
+    """Ingest the sources, export the fine-tuning dataset and fine-tune on it."""
     ingested = ingest(sources, profile, data_dir)
     exported = export(profile, data_dir, ingest_summary=ingested)
-    return {"ingest": ingested, "export": exported}
+    model = finetune(profile, data_dir)
+    return {"ingest": ingested, "export": exported, "finetune": model}
 
 
 if __name__ == "__main__":
-    retrain(sys.argv[1:] or None)
+    from config.runtime import results_in
+
+    with results_in(load_settings().data_dir):
+        retrain(sys.argv[1:] or None)

@@ -16,6 +16,8 @@ likewise valid, when there are at least three articles).
 
 >>> chunk_markdown("# Title\\n\\nOne.\\n\\n- a\\n- b", max_tokens=4)
 ['# Title', 'One.', '- a\\n- b']
+>>> chunk_plain("Title\\nOne.\\nTwo.", max_tokens=4)
+['Title\\nOne.', 'Two.']
 >>> assign_splits(["a", "b", "c", "d"], test_fraction=0.25, valid_fraction=0.25, seed=0)
 {'a': 'test', 'b': 'train', 'c': 'train', 'd': 'valid'}
 """
@@ -58,6 +60,24 @@ def chunk_markdown(markdown: str, max_tokens: int) -> list[str]:
             current.append(block)
     if current:
         chunks.append("\n\n".join(current))
+    return chunks
+
+
+def chunk_plain(plain: str, max_tokens: int) -> list[str]:
+    """Pack whole lines of plain text into chunks of at most ``max_tokens`` tokens.
+
+    Plain text has one block per line, so this cuts new text the way the training examples
+    were cut (at block boundaries); a single line over the budget is a chunk of its own.
+    """
+    chunks: list[str] = []
+    current: list[str] = []
+    for line in plain.strip("\n").split("\n"):
+        if current and count_tokens("\n".join([*current, line])) > max_tokens:
+            chunks.append("\n".join(current))
+            current = []
+        current.append(line)
+    if current and any(line.strip() for line in current):
+        chunks.append("\n".join(current))
     return chunks
 
 

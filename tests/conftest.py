@@ -24,3 +24,23 @@ def prefect_server():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny random Llama with a real (small) tokenizer, saved as an HF model folder."""
+    from backends.local.tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture
+def tiny_profile(tmp_path, tiny_model) -> str:
+    """A profile (YAML path) that fine-tunes the tiny model for a few steps."""
+    path = tmp_path / "tiny.yaml"
+    path.write_text(
+        "examples:\n  chunk_tokens: 96\n"
+        f"finetune:\n  base_model: {tiny_model}\n  epochs: 1\n  max_steps: 3\n"
+        "  max_seq_tokens: 1024\n  batch_size: 2\n  checkpoint_every: 100\n"
+    )
+    return str(path)

@@ -19,6 +19,7 @@ from config.runtime import results_in
 from flows.ingest import ingest
 from flows.retrain import retrain
 from pgpt import app
+from tasks.finetune import current_model
 from tasks.store import read_articles
 
 from conftest import SAMPLE
@@ -71,9 +72,9 @@ def run_ingest(sources, data_dir):
     return state.result(), task_states(state)
 
 
-def test_retrain_on_the_sample_writes_every_output(tmp_path):
+def test_retrain_on_the_sample_writes_every_output(tmp_path, tiny_profile):
     with results_in(tmp_path):
-        result = retrain(None, "quick", str(tmp_path))
+        result = retrain(None, tiny_profile, str(tmp_path))
     assert result["ingest"]["total"] == N_SAMPLE >= 12
     assert result["ingest"]["failures"] == [] and result["ingest"]["skipped"] == []
     articles = pd.read_parquet(tmp_path / "parquet" / "articles.parquet")
@@ -91,6 +92,12 @@ def test_retrain_on_the_sample_writes_every_output(tmp_path):
         assert [m["role"] for m in first] == ["system", "user", "assistant"]
         assert first[0]["content"] == "You render plain text into markdown format."
     assert stats["cost_estimate"]["usd"] > 0
+    job = result["finetune"]
+    run_dir = tmp_path / "models" / job["model_id"]
+    assert job["status"] == "succeeded" and job["metrics"]["steps"] == 3
+    assert (run_dir / "adapter" / "adapter_config.json").exists()
+    assert len((run_dir / "metrics.csv").read_text().splitlines()) == 1 + 3
+    assert current_model(tmp_path) == job["model_id"]
 
 
 def test_rerun_is_cached_and_a_new_article_is_the_only_work(tmp_path):
@@ -195,17 +202,29 @@ def test_a_bad_source_is_reported_and_the_rest_goes_on(site, tmp_path):
     assert str(tmp_path / "missing") in failed[str(tmp_path / "missing")]
 
 
-def test_pgpt_run_prints_the_dataset_summary_and_publishes_artifacts(tmp_path):
-    result = CliRunner().invoke(app, ["--data-dir", str(tmp_path), "run", "--profile", "quick"])
+def test_pgpt_run_prints_the_dataset_summary_and_publishes_artifacts(tmp_path, tiny_profile):
+    data = tmp_path / "data"
+    result = CliRunner().invoke(app, ["--data-dir", str(data), "run", "--profile", tiny_profile])
     assert result.exit_code == 0, result.output
-    for word in ("Ingest", "Dataset (12 articles)", "train", "valid", "test", "jsonl/train.jsonl"):
+    for word in ("Ingest", "Dataset (12 articles)", "train", "valid", "test", "train.jsonl"):
         assert word in result.output, word
-    usd = json.loads((tmp_path / "jsonl" / "stats.json").read_text())["cost_estimate"]["usd"]
+    usd = json.loads((data / "jsonl" / "stats.json").read_text())["cost_estimate"]["usd"]
     assert f"${usd:.2f}" in result.output
     dataset = latest_artifact("pgpt-dataset")
     assert dataset["type"] == "markdown" and f"{N_SAMPLE} |" in dataset["data"]
     articles = latest_artifact("pgpt-articles")
     assert articles["type"] == "table" and "The Case for Boring Databases" in articles["data"]
+    model_id = current_model(data)
+    assert f"Fine-tuned {model_id}: 3 steps" in " ".join(result.output.split())
+    assert latest_artifact("pgpt-finetune")["data"].count(model_id) >= 1
+    assert (data / "models" / model_id / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+    plain = "Title\nA first paragraph.\nA second one."
+    formatted = CliRunner().invoke(
+        app, ["--data-dir", str(data), "format", "-", "--profile", tiny_profile], input=plain
+    )
+    assert formatted.exit_code == 0, formatted.output
+    assert formatted.output.strip()  # the tiny model's (random) Markdown
 
 
 def test_pgpt_export_without_articles_says_what_to_do(tmp_path):

@@ -1,0 +1,138 @@
+"""The local backend: LoRA fine-tuning of a small open model on the CPU, and its inference.
+
+A job is identified by what it depends on (the dataset's sha256, the base model and the
+hyperparameters), so starting the same fine-tune twice finds the same job, and following a
+job that was interrupted resumes it from its last checkpoint. Its model id doubles as the
+job id and names the run folder ``DATA/models/<model id>/`` (adapter, metrics.csv,
+model.json, job.json).
+
+>>> LocalBackend.model_id_for("smollm2-135m-instruct", "personal", "0123456789abcdef")
+'smollm2-135m-instruct-personal-0123456789ab'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from backends.base import Event, Job
+from tasks.atomic import write_atomic
+
+JOB_JSON = "job.json"
+MODEL_JSON = "model.json"
+
+
+def models_dir(data_dir: str | Path) -> Path:
+    """``DATA/models``: every run folder, and the base models under ``base/``."""
+    return Path(data_dir) / "models"
+
+
+class LocalBackend:
+    """Fine-tune with ``backends.local.train`` and generate with ``backends.local.generate``."""
+
+    name = "local"
+
+    def __init__(self, data_dir: str | Path, finetune: dict[str, Any]) -> None:
+        self.data_dir = Path(data_dir)
+        self.settings = finetune
+        self._loaded: dict[str, tuple[Any, Any]] = {}
+
+    @staticmethod
+    def model_id_for(base_model: str, suffix: str, fingerprint: str) -> str:
+        """``<base name>-<suffix>-<12 hex>``: readable, unique per data and settings."""
+        base = re.sub(r"[^a-z0-9.-]+", "-", Path(base_model).name.lower()).strip("-")
+        return f"{base}-{suffix}-{fingerprint[:12]}"
+
+    def run_dir(self, model_id: str) -> Path:
+        """The run folder of a model (and of the job that makes it)."""
+        if not re.fullmatch(r"[a-z0-9.-]+", model_id):
+            raise ValueError(f"not a local model id: {model_id!r}")
+        return models_dir(self.data_dir) / model_id
+
+    def start_finetune(self, train: str, valid: str | None, suffix: str = "personal") -> str:
+        """Write the job (once) for this data and these settings; its id."""
+        from backends.local.model import base_model_dir
+        from backends.local.train import file_sha256
+
+        base_dir = base_model_dir(self.settings["base_model"], self.data_dir)
+        blob = json.dumps(
+            {
+                "data": file_sha256(train, valid),
+                "base": str(base_dir),
+                "settings": self.settings,
+            },
+            sort_keys=True,
+        )
+        fingerprint = hashlib.sha256(blob.encode()).hexdigest()
+        job_id = self.model_id_for(self.settings["base_model"], suffix, fingerprint)
+        job_path = self.run_dir(job_id) / JOB_JSON
+        if not job_path.exists():
+            job = {
+                "id": job_id,
+                "train": str(Path(train).resolve()),
+                "valid": str(Path(valid).resolve()) if valid else None,
+                "base_dir": str(base_dir),
+                "settings": self.settings,
+            }
+            write_atomic(job_path, json.dumps(job, indent=2) + "\n")
+        return job_id
+
+    def get_job(self, job_id: str) -> Job:
+        """Succeeded once model.json exists; else queued (or resumable from a checkpoint)."""
+        run_dir = self.run_dir(job_id)
+        if not (run_dir / JOB_JSON).exists():
+            raise KeyError(f"no local fine-tuning job {job_id!r} in {run_dir.parent}")
+        done = (run_dir / MODEL_JSON).exists()
+        metrics = json.loads((run_dir / MODEL_JSON).read_text()) if done else {}
+        return {
+            "id": job_id,
+            "status": "succeeded" if done else "queued",
+            "model_id": job_id if done else None,
+            "error": None,
+            "metrics": metrics,
+        }
+
+    def follow(self, job_id: str, on_event: Callable[[Event], None] | None = None) -> Job:
+        """Train (or resume) in this process until done; the finished job."""
+        from backends.local.train import train
+
+        job = json.loads((self.run_dir(job_id) / JOB_JSON).read_text())
+        train(
+            self.run_dir(job_id),
+            job["train"],
+            job["valid"],
+            job["base_dir"],
+            job["settings"],
+            on_event=on_event,
+        )
+        return self.get_job(job_id)
+
+    def complete(
+        self,
+        model_id: str,
+        conversations: list[list[dict]],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[str]:
+        """Greedy replies from the merged model (loaded once per backend object)."""
+        from backends.local.generate import generate
+
+        if model_id not in self._loaded:
+            self._loaded[model_id] = self._load(model_id)
+        model, tokenizer = self._loaded[model_id]
+        return generate(model, tokenizer, conversations, progress=progress)
+
+    def _load(self, model_id: str) -> tuple[Any, Any]:
+        """A fine-tuned model id, or a base model name / folder as itself."""
+        from backends.local.generate import load_for_inference
+        from backends.local.model import base_model_dir
+
+        threads = self.settings.get("threads", 0)
+        run_dir = models_dir(self.data_dir) / model_id
+        if re.fullmatch(r"[a-z0-9.-]+", model_id) and (run_dir / MODEL_JSON).exists():
+            job = json.loads((run_dir / JOB_JSON).read_text())
+            return load_for_inference(Path(job["base_dir"]), run_dir / "adapter", threads)
+        return load_for_inference(base_model_dir(model_id, self.data_dir), None, threads)

@@ -1,0 +1,131 @@
+"""Training data for the local backend: chat examples -> masked token ids -> padded batches.
+
+Each JSONL line is one OpenAI chat example (system, user = plain text, assistant = Markdown).
+``tokenize_example`` renders it with the tokenizer's own chat template and keeps a label only
+on what the model must learn to write: the assistant's content and its closing ``<|im_end|>``
+(so it learns to stop). Everything else (system, user, the ``<|im_start|>assistant\\n`` header
+and the template's trailing newline) is labelled -100 and ignored by the loss.
+
+>>> batches = length_grouped_batches([5, 50, 6, 49, 7, 48], batch_size=2, seed=0, epoch=0)
+>>> sorted(i for b in batches for i in b)
+[0, 1, 2, 3, 4, 5]
+>>> batches == length_grouped_batches([5, 50, 6, 49, 7, 48], batch_size=2, seed=0, epoch=0)
+True
+>>> sorted(sorted(b) for b in batches)  # similar lengths share a batch: little padding
+[[0, 2], [1, 3], [4, 5]]
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+IGNORE = -100  # label of a position the loss skips (PyTorch's cross_entropy ignore_index)
+END_OF_TURN = "<|im_end|>"  # ChatML's end of a turn: the assistant's stop token
+MEGA_CHUNK = 50  # batches per length-sorted chunk (HF's LengthGroupedSampler uses 50)
+
+Messages = list[dict[str, str]]
+
+
+def read_examples(jsonl_path: str | Path) -> list[Messages]:
+    """The ``messages`` list of every line of an OpenAI chat JSONL file (blank lines skipped)."""
+    path = Path(jsonl_path)
+    examples: list[Messages] = []
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                messages = json.loads(line)["messages"]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise ValueError(f"{path}:{number}: not a chat example ({e})") from e
+            if not messages or messages[-1].get("role") != "assistant":
+                raise ValueError(f"{path}:{number}: the last message is not the assistant's")
+            examples.append(messages)
+    return examples
+
+
+def end_of_turn_id(tokenizer: Any) -> int:
+    """Id of the token that closes the assistant's turn: ``<|im_end|>``, else the EOS token."""
+    token_id = tokenizer.convert_tokens_to_ids(END_OF_TURN)
+    if isinstance(token_id, int) and token_id != tokenizer.unk_token_id and token_id >= 0:
+        return token_id
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"the tokenizer has neither {END_OF_TURN!r} nor an EOS token")
+    return int(tokenizer.eos_token_id)
+
+
+def _encode(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of already-templated text (the template supplies every special token)."""
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def tokenize_example(messages: Messages, tokenizer: Any, max_tokens: int) -> dict[str, Any]:
+    """Token ids and labels (-100 except the assistant's content and closing token) of a chat.
+
+    Returns ``input_ids``, ``labels``, ``n_target`` (labelled positions) and ``truncated``
+    (the example was longer than ``max_tokens`` and was cut from the end).
+    """
+    if not messages or messages[-1]["role"] != "assistant":
+        raise ValueError("the last message must be the assistant's (the training target)")
+    prefix_text = tokenizer.apply_chat_template(
+        messages[:-1], tokenize=False, add_generation_prompt=True
+    )
+    full_text = tokenizer.apply_chat_template(messages, tokenize=False)
+    prefix, full = _encode(tokenizer, prefix_text), _encode(tokenizer, full_text)
+    if not full_text.startswith(prefix_text) or full[: len(prefix)] != prefix:
+        raise ValueError(
+            "the chat template's generation prompt does not tokenize to a prefix of the full "
+            f"conversation (prefix ends {prefix_text[-40:]!r}); cannot find where the "
+            "assistant's turn starts"
+        )
+    stop = end_of_turn_id(tokenizer)
+    turn = full[len(prefix) :]
+    if stop not in turn:
+        raise ValueError(f"the assistant's turn has no closing token (id {stop})")
+    end = len(prefix) + len(turn) - turn[::-1].index(stop)  # one past the last closing token
+    labels = [IGNORE] * len(prefix) + full[len(prefix) : end] + [IGNORE] * (len(full) - end)
+    truncated = len(full) > max_tokens
+    input_ids, labels = full[:max_tokens], labels[:max_tokens]
+    n_target = sum(label != IGNORE for label in labels[1:])  # position 0 is never predicted
+    return {"input_ids": input_ids, "labels": labels, "n_target": n_target, "truncated": truncated}
+
+
+def length_grouped_batches(
+    lengths: list[int], batch_size: int, seed: int, epoch: int
+) -> list[list[int]]:
+    """Batches of indices of similar length, in shuffled order; a pure function of its inputs.
+
+    As HF's LengthGroupedSampler: shuffle, sort each chunk of ``MEGA_CHUNK`` batches by length
+    (longest first), cut it into batches, then shuffle the batches. Every index appears once.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+    rng = random.Random(f"length-grouped:{seed}:{epoch}")  # str seeds are stable across runs
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    chunk = MEGA_CHUNK * batch_size
+    batches: list[list[int]] = []
+    for start in range(0, len(order), chunk):
+        group = sorted(order[start : start + chunk], key=lambda i: -lengths[i])
+        batches += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
+    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` (-100 on padding) tensors."""
+    import torch
+
+    width = max(len(e["input_ids"]) for e in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, e in enumerate(examples):
+        n = len(e["input_ids"])
+        input_ids[row, :n] = torch.tensor(e["input_ids"], dtype=torch.long)
+        labels[row, :n] = torch.tensor(e["labels"], dtype=torch.long)
+        attention_mask[row, :n] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}

@@ -1,0 +1,133 @@
+"""Fine-tune with the configured backend, publish the loss curve, remember the current model.
+
+The task is cached on (train and valid file hashes, fine-tune settings — the backend and base
+model among them), so an unchanged dataset never retrains; the backend itself is idempotent
+too (same data and settings -> same job, resumed from its checkpoint after a crash).
+
+>>> progress_line({"type": "step", "step": 3, "total_steps": 90, "loss": 1.234,
+...                "tokens_per_s": 181.0, "eta_s": 512})
+'step 3/90  loss 1.2340  181 tok/s  ETA 8m32s'
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+
+from backends import get_backend
+from backends.local import models_dir
+from tasks.atomic import write_atomic
+
+CURRENT = "current.json"
+
+
+def progress_line(event: dict) -> str:
+    """One line for a training event: step, loss, tokens/s and ETA."""
+    if event["type"] != "step":
+        fields = {k: v for k, v in event.items() if k != "type"}
+        return f"{event['type']}: {fields}"
+    minutes, seconds = divmod(int(event.get("eta_s") or 0), 60)
+    return (
+        f"step {event['step']}/{event['total_steps']}  loss {event['loss']:.4f}  "
+        f"{event['tokens_per_s']:.0f} tok/s  ETA {minutes}m{seconds:02d}s"
+    )
+
+
+def current_model(data_dir: str | Path) -> str | None:
+    """The model id ``pgpt format`` uses by default (None before any fine-tune)."""
+    path = models_dir(data_dir) / CURRENT
+    return json.loads(path.read_text())["model_id"] if path.exists() else None
+
+
+def set_current_model(data_dir: str | Path, model_id: str) -> None:
+    """Make ``model_id`` the current model."""
+    write_atomic(models_dir(data_dir) / CURRENT, json.dumps({"model_id": model_id}) + "\n")
+
+
+@task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
+def finetune_model(
+    train: str, valid: str | None, dataset_sha256: str, finetune: dict, data_dir: str
+) -> dict:
+    """Fine-tune on train/valid JSONL with the configured backend; the finished job."""
+    logger = get_run_logger()
+    backend = get_backend(finetune, data_dir)
+    job_id = backend.start_finetune(train, valid)
+    logger.info(
+        "fine-tuning job %s (%s backend, data %s)", job_id, backend.name, dataset_sha256[:12]
+    )
+    every = {"n": 1}
+
+    def on_event(event: dict) -> None:
+        if event["type"] == "step":
+            every["n"] = max(1, event["total_steps"] // 40)  # ~40 progress lines a run
+            if event["step"] % every["n"] and event["step"] != event["total_steps"]:
+                return
+        logger.info(progress_line(event))
+
+    job = backend.follow(job_id, on_event=on_event)
+    if job["status"] != "succeeded":
+        raise RuntimeError(f"fine-tuning job {job_id} {job['status']}: {job['error']}")
+    return job
+
+
+def read_metrics(data_dir: str | Path, model_id: str) -> list[dict]:
+    """Rows of the run's metrics.csv (numbers parsed; empty cells None)."""
+    path = models_dir(data_dir) / model_id / "metrics.csv"
+    with path.open(newline="") as f:
+        return [
+            {k: float(v) if v not in ("", None) else None for k, v in row.items()}
+            for row in csv.DictReader(f)
+        ]
+
+
+def plot_loss(rows: list[dict], out: Path) -> Path:
+    """Train and valid loss per step, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    ax.plot([r["step"] for r in rows], [r["train_loss"] for r in rows], label="train")
+    valid = [r for r in rows if r.get("valid_loss") is not None]
+    ax.plot([r["step"] for r in valid], [r["valid_loss"] for r in valid], "o-", label="valid")
+    ax.set(xlabel="optimizer step", ylabel="loss (assistant tokens)", title="Fine-tuning loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+@task
+def publish_training(job: dict, data_dir: str) -> str:
+    """Plot the loss curve (loss.png in the run folder) and publish it as Prefect artifacts."""
+    rows = read_metrics(data_dir, job["model_id"])
+    png = plot_loss(rows, models_dir(data_dir) / job["model_id"] / "loss.png")
+    step = max(1, len(rows) // 50)
+    create_table_artifact(
+        key="pgpt-loss-curve",
+        table=rows[::step] + rows[-1:],
+        description=f"Training loss of {job['model_id']}",
+    )
+    m = job["metrics"]
+    create_markdown_artifact(
+        key="pgpt-finetune",
+        markdown=(
+            f"## Fine-tuned `{job['model_id']}`\n\n"
+            f"| steps | tokens seen | wall time (s) | final train loss | final valid loss |\n"
+            f"| --- | --- | --- | --- | --- |\n"
+            f"| {m.get('steps')} | {m.get('tokens_seen')} | {m.get('wall_time_s')} "
+            f"| {m.get('final_train_loss')} | {m.get('final_valid_loss')} |\n\n"
+            f"Loss curve: `{png}`"
+        ),
+        description="Fine-tuning summary",
+    )
+    return str(png)
