@@ -42,16 +42,9 @@ def _data_dir() -> str:
 
 def _print_ingest(summary: dict) -> None:
     table = Table(title="Ingest")
-    counts = {
-        "sources": summary["sources"],
-        "pages": summary["pages"],
-        "added": len(summary["added"]),
-        "updated": len(summary["updated"]),
-        "unchanged": summary["unchanged"],
-        "skipped": len(summary["skipped"]),
-        "failed": len(summary["failures"]),
-        "articles stored": summary["total"],
-    }
+    from tasks.report import ingest_counts
+
+    counts = ingest_counts(summary)
     for name in counts:
         table.add_column(name, justify="right")
     table.add_row(*(str(v) for v in counts.values()))

@@ -16,9 +16,9 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from tasks.export import summary_markdown
 
 
-def ingest_markdown(summary: dict) -> str:
-    """The ingest counts as a Markdown table, then any skipped pages and failures."""
-    counts = {
+def ingest_counts(summary: dict) -> dict[str, int]:
+    """The ingest summary as counts, in the order people read them."""
+    return {
         "sources": summary["sources"],
         "pages": summary["pages"],
         "added": len(summary["added"]),
@@ -28,6 +28,11 @@ def ingest_markdown(summary: dict) -> str:
         "failed": len(summary["failures"]),
         "stored": summary["total"],
     }
+
+
+def ingest_markdown(summary: dict) -> str:
+    """The ingest counts as a Markdown table, then any failures."""
+    counts = ingest_counts(summary)
     lines = [
         "### Ingest",
         "| " + " | ".join(counts) + " |",

@@ -4,9 +4,13 @@
 (``backends.local.model.load_model``), wraps it with a PEFT LoRA adapter and trains it on the
 chat examples: length-grouped batches (little padding), gradient accumulation, AdamW, linear
 warm-up then cosine decay to 0, grad-norm clipping at 1.0, and a loss that is the mean over the
-target tokens of each optimizer step (so accumulation equals one big batch). Logits are computed
-only at target positions: the vocabulary projection of the system/user/padding positions would
-be thrown away by the loss anyway.
+target tokens of each optimizer step (so accumulation equals one big batch).
+
+Two CPU speed-ups over a stock PEFT step, each measured on SmolLM2-135M at batch 4 x 300
+(fp32, 2 cores): logits only at the target positions (the vocabulary projection of the
+system/user/padding positions would be thrown away by the loss; ~1.2x), and ``FastDropout`` in
+the LoRA layers (``nn.Dropout`` draws one random number per element, which costs a sixth of the
+step; ~1.15x). Together ~155 -> ~215 non-padding tokens/s, before length grouping's saving.
 
 What a run leaves in ``run_dir``:
 
@@ -677,7 +681,8 @@ def after_step(run: Run, result: dict[str, float], seconds: float, epoch_end: bo
     }
     state["metrics"].append(row)
     append_metrics(run.run_dir / METRICS_CSV, row)
-    if not done and state["step"] % run.settings["checkpoint_every"] == 0:
+    every = run.settings["checkpoint_every"]  # 0: never
+    if not done and every > 0 and state["step"] % every == 0:
         path = save_checkpoint(run.run_dir, run.model, run.optimizer, run.scheduler, state)
         run.emit({"type": "checkpoint", "step": state["step"], "path": str(path)})
 
