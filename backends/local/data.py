@@ -58,8 +58,8 @@ def end_of_turn_id(tokenizer: Any) -> int:
 
 
 def _encode(tokenizer: Any, text: str) -> list[int]:
-    """Token ids of already-templated text (the template supplies every special token)."""
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    """Token ids of templated text (the template has every special token; no length warning)."""
+    return list(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
 
 def tokenize_example(messages: Messages, tokenizer: Any, max_tokens: int) -> dict[str, Any]:

@@ -50,6 +50,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -170,7 +171,9 @@ def build_model(base_dir: str | Path, settings: dict[str, Any]) -> tuple[Any, An
         target_modules=list(settings["lora_target_modules"]),
         task_type="CAUSAL_LM",
     )
-    model = get_peft_model(model, config)
+    with warnings.catch_warnings():  # PEFT calls a transformers API deprecated in v5
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+        model = get_peft_model(model, config)
     use_fast_dropout(model)
     model.eval()
     return model, tokenizer
