@@ -12,7 +12,6 @@ model.json, job.json).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -56,18 +55,11 @@ class LocalBackend:
     def start_finetune(self, train: str, valid: str | None, suffix: str = "personal") -> str:
         """Write the job (once) for this data and these settings; its id."""
         from backends.local.model import base_model_dir
-        from backends.local.train import file_sha256
+        from backends.local.train import file_sha256, run_fingerprint
 
         base_dir = base_model_dir(self.settings["base_model"], self.data_dir)
-        blob = json.dumps(
-            {
-                "data": file_sha256(train, valid),
-                "base": str(base_dir),
-                "settings": self.settings,
-            },
-            sort_keys=True,
-        )
-        fingerprint = hashlib.sha256(blob.encode()).hexdigest()
+        # the trainer's own fingerprint: threads or checkpoint spacing don't make a new job
+        fingerprint = run_fingerprint(file_sha256(train, valid), base_dir, self.settings)
         job_id = self.model_id_for(self.settings["base_model"], suffix, fingerprint)
         job_path = self.run_dir(job_id) / JOB_JSON
         if not job_path.exists():
