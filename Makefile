@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: install run test lint format duplicates clean
+.PHONY: install run test bench lint format duplicates clean
 
 install: $(STAMP)
 
@@ -29,6 +29,11 @@ run: install
 test: install lint
 	$(BIN)/pytest -q
 
+# Benchmarks print figures (bench/README.md); run them on a quiet machine, one at a time.
+bench: install
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	$(BIN)/python bench/train_throughput.py
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -38,4 +43,5 @@ format: install
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) data/parquet data/jsonl data/raw data/prefect .pytest_cache .ruff_cache
+	rm -rf $(VENV) data/parquet data/jsonl data/raw data/prefect data/models data/reports \
+		.pytest_cache .ruff_cache

@@ -3,6 +3,7 @@
     pgpt ingest SOURCE...          scrape + clean articles into parquet/articles.parquet
     pgpt export                    chunk, split and write the fine-tuning JSONL
     pgpt finetune                  fine-tune on the exported JSONL (local LoRA by default)
+    pgpt evaluate [--model ID]     score a model against identity, the base model and the champion
     pgpt format [FILE|-]           render plain text as Markdown with the current model
     pgpt run [--source S]...       the whole retrain flow (default source: the bundled sample)
 
@@ -13,6 +14,8 @@ command name, and ``--profile NAME`` (a file in ``config/profiles/``).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -113,6 +116,43 @@ def _print_finetune(job: dict) -> None:
     )
 
 
+@contextmanager
+def _training_bar() -> Iterator[None]:
+    """A progress bar (step, loss, tokens/s, ETA) fed by the fine-tune task's events."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from tasks.finetune import training_events
+
+    columns = (
+        TextColumn("training"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        bar = progress.add_task("training", total=None, stats="")
+
+        def show(event: dict) -> None:
+            if event["type"] == "step":
+                stats = f"loss {event['loss']:.4f}  {event['tokens_per_s']:.0f} tok/s"
+                progress.update(
+                    bar, completed=event["step"], total=event["total_steps"], stats=stats
+                )
+
+        with training_events(show):
+            yield
+
+
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -123,17 +163,67 @@ def finetune(profile: Profile = "default") -> None:
     from config.runtime import results_in
     from flows.finetune import finetune as finetune_flow
 
+    with results_in(_data_dir()), _training_bar():
+        job = finetune_flow(profile, _data_dir())
+    _print_finetune(job)
+
+
+def _print_evaluation(report: dict) -> None:
+    table = Table(title=f"Evaluation on {report['examples']} test chunks (95 % intervals)")
+    for name in ("model", "CER ↓", "chrF", "F1", "text", "s", "$"):
+        table.add_column(name, justify="left" if name == "model" else "right", no_wrap=True)
+    for name, m in report["models"].items():
+        table.add_row(
+            name,
+            f"{m['cer']['mean']:.3f} [{m['cer']['low']:.3f}, {m['cer']['high']:.3f}]",
+            f"{m['chrf']['mean']:.3f}",
+            f"{m['structure_f1']['mean']:.3f}",
+            f"{m['text_cer']['mean']:.3f}",
+            f"{m['seconds_per_example']:.1f}",
+            f"{m['cost_usd']:.2f}",
+        )
+    console.print(table)
+    console.print("  F1: structure F1; text: CER of the text alone; s: seconds a chunk")
+    for name, m in report["models"].items():
+        if not name.endswith("_raw") and name != "identity":
+            console.print(f"  {name}: {m['model_id']}", soft_wrap=True)
+    decision = report.get("decision")
+    if decision:
+        verdict = "[green]promoted[/green]" if decision["promote"] else "[yellow]kept[/yellow]"
+        console.print(f"Champion/challenger: {verdict}: {decision['reason']}", soft_wrap=True)
+    console.print(f"Report: {report['report_dir']}/report.md", soft_wrap=True)
+
+
+@app.command()
+def evaluate(
+    model: Annotated[str | None, typer.Option(help="Model id (default: current)")] = None,
+    promote: Annotated[
+        bool, typer.Option(help="Make it current if not worse than the champion")
+    ] = False,
+    profile: Profile = "default",
+) -> None:
+    """Score a model on the test split against identity, the base model and the champion."""
+    from config.runtime import results_in
+    from flows.evaluate import evaluate as evaluate_flow
+
     with results_in(_data_dir()):
-        _print_finetune(finetune_flow(profile, _data_dir()))
+        _print_evaluation(evaluate_flow(profile, _data_dir(), model_id=model, promote=promote))
 
 
 @app.command("format")
 def format_text(
     file: Annotated[str, typer.Argument(help="Plain-text file, or - for stdin")] = "-",
     model: Annotated[str | None, typer.Option(help="Model id (default: current)")] = None,
+    raw: Annotated[
+        bool, typer.Option(help="Unconstrained output: words may change (faithful is default)")
+    ] = False,
     profile: Profile = "default",
 ) -> None:
-    """Print FILE (plain text) rendered as Markdown by your fine-tuned model."""
+    """Print FILE (plain text) rendered as Markdown by your fine-tuned model.
+
+    Faithful by default: the Markdown's text is exactly the input's (constrained decoding,
+    then the repair pass); ``--raw`` prints what the model writes unconstrained.
+    """
     import sys
 
     from rich.progress import Progress
@@ -141,6 +231,7 @@ def format_text(
     from backends import get_backend
     from config.settings import load_settings
     from tasks.examples import chunk_plain
+    from tasks.faithful import repair
     from tasks.finetune import current_model
 
     settings = load_settings(profile, _data_dir())
@@ -148,6 +239,7 @@ def format_text(
     if model_id is None:
         raise typer.BadParameter("no fine-tuned model yet: run `pgpt finetune` or pass --model")
     text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    faithful = settings.evaluate.faithful and not raw
     system = {"role": "system", "content": settings.export.system_message}
     chunks = chunk_plain(text, settings.examples.chunk_tokens)
     backend = get_backend(settings.finetune.model_dump(), settings.data_dir)
@@ -157,7 +249,10 @@ def format_text(
             model_id,
             [[system, {"role": "user", "content": c}] for c in chunks],
             progress=lambda done, total: progress.update(bar, completed=done),
+            faithful=faithful,
         )
+    if faithful:
+        replies = [repair(reply, chunk) for reply, chunk in zip(replies, chunks, strict=True)]
     print("\n\n".join(replies))
 
 
@@ -168,15 +263,16 @@ def run(
     ] = None,
     profile: Profile = "default",
 ) -> None:
-    """Run the whole retrain flow: ingest, export, fine-tune."""
+    """Run the whole retrain flow: ingest, export, fine-tune, evaluate (and promote)."""
     from config.runtime import results_in
     from flows.retrain import retrain
 
-    with results_in(_data_dir()):
+    with results_in(_data_dir()), _training_bar():
         result = retrain(source or None, profile, _data_dir())
     _print_ingest(result["ingest"])
     _print_export(result["export"])
     _print_finetune(result["finetune"])
+    _print_evaluation(result["evaluate"])
 
 
 if __name__ == "__main__":

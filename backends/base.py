@@ -43,6 +43,11 @@ class Backend(Protocol):
         model_id: str,
         conversations: list[list[dict]],
         progress: Callable[[int, int], None] | None = None,
+        faithful: bool = False,
     ) -> list[str]:
-        """The assistant's reply to each conversation, in order."""
+        """The assistant's reply to each conversation, in order.
+
+        ``faithful``: keep each reply's words to the conversation's last message where the
+        backend can steer decoding (local); callers still run ``tasks.faithful.repair``.
+        """
         ...

@@ -114,6 +114,19 @@ class FinetuneSettings(_Section):
     threads: int = 0  # torch threads; 0 = every core this process may use
 
 
+class EvaluateSettings(_Section):
+    faithful: bool = True  # headline results (and `pgpt format`) keep the input's words exactly
+    raw: bool = True  # also score unconstrained generation, reported as "<model>_raw"
+    one_shot_base: bool = True  # compare the base model, one train example in its system message
+    max_examples: int | None = None  # score at most this many test chunks (None: the whole split)
+    batch_size: int = 8  # conversations generated together: ~3x the tokens/s of one at a time
+    bootstrap_samples: int = 2000  # resamples for the 95 % intervals; ~0.1 s per metric
+    confidence: float = 0.95  # interval coverage, and the champion/challenger test's level
+    worst_examples: int = 3  # side-by-side diffs of the fine-tuned model's worst chunks
+    openai_models: list[str] = Field(default_factory=list)  # e.g. ["gpt-4o-mini"], one-shot,
+    # evaluated only when OPENAI_API_KEY is set (the OpenAI backend's issue)
+
+
 class Settings(_Section):
     profile: str = DEFAULT_PROFILE
     data_dir: Path = Path("data")
@@ -122,6 +135,7 @@ class Settings(_Section):
     examples: ExamplesSettings = Field(default_factory=ExamplesSettings)
     export: ExportSettings = Field(default_factory=ExportSettings)
     finetune: FinetuneSettings = Field(default_factory=FinetuneSettings)
+    evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
 
 
 def load_settings(profile: str | None = None, data_dir: str | Path | None = None) -> Settings:

@@ -1,4 +1,4 @@
-"""Fine-tune flow: DATA/jsonl/{train,valid}.jsonl -> a fine-tuned model (the current one).
+"""Fine-tune flow: DATA/jsonl/{train,valid}.jsonl -> a fine-tuned model.
 
 python flows/finetune.py
 """
@@ -15,8 +15,13 @@ from tasks.finetune import finetune_model, publish_training, set_current_model
 
 
 @flow(name="finetune")
-def finetune(profile: str = "default", data_dir: str | None = None) -> dict:
-    """Fine-tune the configured backend on the exported JSONL; make it the current model."""
+def finetune(
+    profile: str = "default", data_dir: str | None = None, make_current: bool = True
+) -> dict:
+    """Fine-tune the configured backend on the exported JSONL (and make it the current model).
+
+    The retrain flow passes ``make_current=False``: there, evaluation decides (champion/challenger).
+    """
     settings = load_settings(profile, data_dir)
     jsonl = Path(settings.data_dir) / "jsonl"
     train, valid = jsonl / "train.jsonl", jsonl / "valid.jsonl"
@@ -30,9 +35,10 @@ def finetune(profile: str = "default", data_dir: str | None = None) -> dict:
         settings.finetune.model_dump(),
         str(settings.data_dir),
     )
-    publish_training(job, str(settings.data_dir))
-    set_current_model(settings.data_dir, job["model_id"])
-    return job
+    loss_png = publish_training(job, str(settings.data_dir))
+    if make_current:
+        set_current_model(settings.data_dir, job["model_id"])
+    return {**job, "loss_png": loss_png}
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The whole pipeline: ingest -> export -> fine-tune (-> evaluate, when that stage lands).
+"""The whole pipeline: ingest -> export -> fine-tune -> evaluate -> promote (or keep the champion).
 
 python flows/retrain.py [SOURCE ...]
 """
@@ -10,6 +10,7 @@ import sys
 from prefect import flow
 
 from config.settings import load_settings
+from flows.evaluate import evaluate
 from flows.export import export
 from flows.finetune import finetune
 from flows.ingest import ingest
@@ -19,11 +20,14 @@ from flows.ingest import ingest
 def retrain(
     sources: list[str] | None = None, profile: str = "default", data_dir: str | None = None
 ) -> dict:
-    """Ingest the sources, export the fine-tuning dataset and fine-tune on it."""
+    """Ingest, export, fine-tune and evaluate; the new model replaces the champion if not worse."""
     ingested = ingest(sources, profile, data_dir)
     exported = export(profile, data_dir, ingest_summary=ingested)
-    model = finetune(profile, data_dir)
-    return {"ingest": ingested, "export": exported, "finetune": model}
+    model = finetune(profile, data_dir, make_current=False)
+    report = evaluate(
+        profile, data_dir, model_id=model["model_id"], promote=True, loss_png=model["loss_png"]
+    )
+    return {"ingest": ingested, "export": exported, "finetune": model, "evaluate": report}
 
 
 if __name__ == "__main__":

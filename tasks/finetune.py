@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -24,6 +26,17 @@ from backends.local import models_dir
 from tasks.atomic import write_atomic
 
 CURRENT = "current.json"
+_listeners: list[Callable[[dict], None]] = []  # in-process watchers of training events (the CLI)
+
+
+@contextmanager
+def training_events(listener: Callable[[dict], None]) -> Iterator[None]:
+    """Send every training event of this process to ``listener`` (e.g. a progress bar)."""
+    _listeners.append(listener)
+    try:
+        yield
+    finally:
+        _listeners.remove(listener)
 
 
 def progress_line(event: dict) -> str:
@@ -63,6 +76,8 @@ def finetune_model(
     every = {"n": 1}
 
     def on_event(event: dict) -> None:
+        for listener in _listeners:
+            listener(event)
         if event["type"] == "step":
             every["n"] = max(1, event["total_steps"] // 40)  # ~40 progress lines a run
             if event["step"] % every["n"] and event["step"] != event["total_steps"]:

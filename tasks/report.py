@@ -10,9 +10,16 @@
 
 from __future__ import annotations
 
+import difflib
+import json
+import os
+import shutil
+from pathlib import Path
+
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from tasks.atomic import write_atomic
 from tasks.export import summary_markdown
 
 
@@ -87,3 +94,175 @@ def publish_dataset(ingest: dict | None, stats: dict, rows: list[dict]) -> str:
         description="Dataset summary and fine-tuning cost estimate",
     )
     return markdown
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation report: DATA/reports/<run id>/ and the Prefect artifacts
+
+METRIC_LABELS = {"cer": "CER ↓", "chrf": "chrF ↑", "structure_f1": "structure F1 ↑"}
+
+
+def interval(value: dict) -> str:
+    """``0.123 [0.101, 0.150]``: a mean with its interval."""
+    return f"{value['mean']:.3f} [{value['low']:.3f}, {value['high']:.3f}]"
+
+
+def metrics_rows(models: dict[str, dict]) -> list[dict]:
+    """One row per model for tables: the means with intervals, time and cost."""
+    return [
+        {
+            "model": name,
+            "model id": m["model_id"],
+            "CER": interval(m["cer"]),
+            "chrF": interval(m["chrf"]),
+            "structure F1": interval(m["structure_f1"]),
+            "text CER": f"{m['text_cer']['mean']:.3f}",
+            "s / example": f"{m['seconds_per_example']:.1f}",
+            "cost ($)": f"{m['cost_usd']:.4f}",
+        }
+        for name, m in models.items()
+    ]
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """A GitHub Markdown table of dict rows (keys as the header)."""
+    if not rows:
+        return ""
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(str(r[k]) for k in header) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def worst_examples(examples: list[dict], answers: list[str], scores: list[dict], n: int) -> list:
+    """The ``n`` examples with the highest CER: ``(index, cer, reference, answer)``."""
+    ranked = sorted(range(len(examples)), key=lambda i: scores[i]["cer"], reverse=True)[:n]
+    return [(i, scores[i]["cer"], examples[i]["reference"], answers[i]) for i in ranked]
+
+
+def unified_diff(reference: str, answer: str) -> str:
+    """A unified diff from the author's Markdown to the model's."""
+    lines = difflib.unified_diff(
+        reference.splitlines(), answer.splitlines(), "reference", "model", lineterm="", n=1
+    )
+    return "\n".join(lines) or "(identical)"
+
+
+def report_markdown(report: dict, worst: list) -> str:
+    """report.md: the table, the decision, the break-even figure, the worst examples."""
+    decision = report.get("decision") or {}
+    parts = [
+        f"# Evaluation {report['run_id']}",
+        f"{report['examples']} test chunks; faithful mode unless the model's name ends in "
+        "`_raw`. Means with 95 % bootstrap intervals; CER against the author's Markdown "
+        "(lower is better), text CER against the plain input.",
+        markdown_table(metrics_rows(report["models"])),
+        "![metrics](metrics.png)\n\n![training loss](loss.png)",
+    ]
+    if decision:
+        verdict = "promoted" if decision["promote"] else "kept the champion"
+        parts.append(f"## Champion/challenger\n\n**{verdict}**: {decision['reason']}")
+    if report.get("break_even"):
+        parts.append(f"## Break-even\n\n{report['break_even']}")
+    parts.append("## Worst examples (fine-tuned model)\n\nSide by side: `worst.html`.")
+    for index, score, reference, answer in worst:
+        diff = unified_diff(reference, answer)
+        parts.append(f"### Test chunk {index} (CER {score:.3f})\n\n```diff\n{diff}\n```")
+    return "\n\n".join(parts) + "\n"
+
+
+def worst_html(worst: list) -> str:
+    """The worst examples as side-by-side HTML diffs."""
+    differ = difflib.HtmlDiff(wrapcolumn=80)
+    tables = [
+        f"<h2>Test chunk {i} (CER {score:.3f})</h2>"
+        + differ.make_table(reference.splitlines(), answer.splitlines(), "reference", "model")
+        for i, score, reference, answer in worst
+    ]
+    return differ.make_file([], []).replace("<body>", "<body>" + "".join(tables), 1)
+
+
+def plot_metrics(models: dict[str, dict], out: Path) -> Path:
+    """CER, chrF and structure F1 per model with their intervals, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(models)
+    fig, axes = plt.subplots(1, len(METRIC_LABELS), figsize=(12, 0.5 * len(names) + 2), dpi=110)
+    for ax, (key, label) in zip(axes, METRIC_LABELS.items(), strict=True):
+        means = [models[n][key]["mean"] for n in names]
+        errors = [
+            [m - models[n][key]["low"] for n, m in zip(names, means, strict=True)],
+            [models[n][key]["high"] - m for n, m in zip(names, means, strict=True)],
+        ]
+        ax.barh(names, means, xerr=errors, capsize=3, color="tab:blue", alpha=0.75)
+        ax.set(title=label)
+        ax.invert_yaxis()
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def point_latest(reports: Path, run_id: str) -> None:
+    """``reports/latest`` -> ``reports/<run id>`` (replaced atomically)."""
+    tmp = reports / f".latest.{run_id}.tmp"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(run_id, target_is_directory=True)
+    os.replace(tmp, reports / "latest")
+
+
+@task
+def write_report(report: dict, examples: list[dict], answers: dict, data_dir: str) -> str:
+    """Write DATA/reports/<run id>/ (metrics.json, report.md, PNGs, answers); its path."""
+    out = Path(data_dir) / "reports" / report["run_id"]
+    out.mkdir(parents=True, exist_ok=True)
+    public = {k: v for k, v in report.items() if k != "models"}
+    public["models"] = {
+        name: {k: v for k, v in m.items() if k != "scores"} for name, m in report["models"].items()
+    }
+    write_atomic(out / "metrics.json", json.dumps(public, indent=2) + "\n")
+    rows = [
+        {"index": i, "plain": e["plain"], "reference": e["reference"]}
+        | {f"{name}": answers[name][i] for name in answers}
+        | {f"{name}_cer": report["models"][name]["scores"][i]["cer"] for name in answers}
+        for i, e in enumerate(examples)
+    ]
+    write_atomic(out / "answers.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    plot_metrics(public["models"], out / "metrics.png")
+    loss = report.get("loss_png")
+    if loss and Path(loss).exists():
+        shutil.copyfile(loss, out / "loss.png")
+    top = "finetuned" if "finetuned" in answers else next(iter(answers))
+    worst = worst_examples(
+        examples, answers[top], report["models"][top]["scores"], report["worst_examples"]
+    )
+    write_atomic(out / "report.md", report_markdown(public, worst))
+    write_atomic(out / "worst.html", worst_html(worst))
+    point_latest(out.parent, report["run_id"])
+    return str(out)
+
+
+@task
+def publish_evaluation(report: dict, report_dir: str) -> None:
+    """The evaluation table and the report summary as Prefect artifacts."""
+    create_table_artifact(
+        key="pgpt-evaluation",
+        table=metrics_rows(report["models"]),
+        description=f"Evaluation {report['run_id']} on {report['examples']} test chunks",
+    )
+    decision = report.get("decision") or {}
+    create_markdown_artifact(
+        key="pgpt-report",
+        markdown=(
+            f"## Evaluation {report['run_id']}\n\n"
+            + markdown_table(metrics_rows(report["models"]))
+            + (f"\n\n**Champion/challenger:** {decision['reason']}" if decision else "")
+            + f"\n\nReport: `{report_dir}/report.md` (charts: metrics.png, loss.png)"
+        ),
+        description="Evaluation report",
+    )

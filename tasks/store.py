@@ -64,6 +64,27 @@ EXAMPLES_SCHEMA = pa.schema(
     ]
 )
 
+RUNS_SCHEMA = pa.schema(  # one row per evaluated run: what champion/challenger decided, and why
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("created_at", pa.timestamp("us", tz="UTC")),
+        pa.field("data_sha256", pa.string()),
+        pa.field("model_id", pa.string()),
+        pa.field("champion_id", pa.string()),
+        pa.field("examples", pa.int32()),
+        pa.field("cer", pa.float64()),
+        pa.field("cer_low", pa.float64()),
+        pa.field("cer_high", pa.float64()),
+        pa.field("chrf", pa.float64()),
+        pa.field("structure_f1", pa.float64()),
+        pa.field("text_cer", pa.float64()),
+        pa.field("champion_cer", pa.float64()),
+        pa.field("promoted", pa.bool_()),
+        pa.field("reason", pa.string()),
+        pa.field("report", pa.string()),
+    ]
+)
+
 
 def parquet_path(data_dir: str | Path, name: str) -> Path:
     """``DATA/parquet/<name>.parquet``."""
@@ -110,6 +131,20 @@ def read_articles(data_dir: str | Path) -> list[dict]:
 def read_examples(data_dir: str | Path) -> list[dict]:
     """Every stored example, in (article_id, chunk) order."""
     return read_rows(parquet_path(data_dir, "examples"))
+
+
+def read_runs(data_dir: str | Path) -> list[dict]:
+    """Every recorded run, oldest first."""
+    return read_rows(parquet_path(data_dir, "runs"))
+
+
+@task
+def record_run(run: dict, data_dir: str) -> str:
+    """Append a run to runs.parquet (rewritten atomically; earlier rows are kept as they are)."""
+    path = parquet_path(data_dir, "runs")
+    rows = [r for r in read_rows(path) if r["run_id"] != run["run_id"]]
+    write_rows([*rows, run], RUNS_SCHEMA, path)
+    return str(path)
 
 
 def _same(old: dict, new: dict) -> bool:

@@ -42,5 +42,6 @@ def tiny_profile(tmp_path, tiny_model) -> str:
         "examples:\n  chunk_tokens: 96\n"
         f"finetune:\n  base_model: {tiny_model}\n  epochs: 1\n  max_steps: 3\n"
         "  max_seq_tokens: 1024\n  batch_size: 2\n  checkpoint_every: 100\n"
+        "evaluate:\n  max_examples: 3\n  bootstrap_samples: 200\n"
     )
     return str(path)

@@ -7,8 +7,6 @@ import shutil
 import time
 from collections import Counter
 
-import duckdb
-import pandas as pd
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -17,8 +15,8 @@ from typer.testing import CliRunner
 
 from config.runtime import results_in
 from flows.ingest import ingest
-from flows.retrain import retrain
 from pgpt import app
+from tasks.clean import markdown_to_plain
 from tasks.finetune import current_model
 from tasks.store import read_articles
 
@@ -70,34 +68,6 @@ def run_ingest(sources, data_dir):
     with results_in(data_dir):
         state = ingest(sources, "default", str(data_dir), return_state=True)
     return state.result(), task_states(state)
-
-
-def test_retrain_on_the_sample_writes_every_output(tmp_path, tiny_profile):
-    with results_in(tmp_path):
-        result = retrain(None, tiny_profile, str(tmp_path))
-    assert result["ingest"]["total"] == N_SAMPLE >= 12
-    assert result["ingest"]["failures"] == [] and result["ingest"]["skipped"] == []
-    articles = pd.read_parquet(tmp_path / "parquet" / "articles.parquet")
-    assert len(articles) == N_SAMPLE and articles["author"].eq("Maren Holt").all()
-    examples = duckdb.sql(
-        f"SELECT split, count(DISTINCT article_id) AS n FROM "
-        f"'{tmp_path}/parquet/examples.parquet' GROUP BY split ORDER BY split"
-    ).fetchall()
-    assert {name for name, _ in examples} == {"test", "train", "valid"}
-    stats = json.loads((tmp_path / "jsonl" / "stats.json").read_text())
-    for split in ("train", "valid", "test"):
-        lines = (tmp_path / "jsonl" / f"{split}.jsonl").read_text().splitlines()
-        assert len(lines) == stats["splits"][split]["n_examples"] > 0
-        first = json.loads(lines[0])["messages"]
-        assert [m["role"] for m in first] == ["system", "user", "assistant"]
-        assert first[0]["content"] == "You render plain text into markdown format."
-    assert stats["cost_estimate"]["usd"] > 0
-    job = result["finetune"]
-    run_dir = tmp_path / "models" / job["model_id"]
-    assert job["status"] == "succeeded" and job["metrics"]["steps"] == 3
-    assert (run_dir / "adapter" / "adapter_config.json").exists()
-    assert len((run_dir / "metrics.csv").read_text().splitlines()) == 1 + 3
-    assert current_model(tmp_path) == job["model_id"]
 
 
 def test_rerun_is_cached_and_a_new_article_is_the_only_work(tmp_path):
@@ -224,7 +194,13 @@ def test_pgpt_run_prints_the_dataset_summary_and_publishes_artifacts(tmp_path, t
         app, ["--data-dir", str(data), "format", "-", "--profile", tiny_profile], input=plain
     )
     assert formatted.exit_code == 0, formatted.output
-    assert formatted.output.strip()  # the tiny model's (random) Markdown
+    assert formatted.output.strip()  # the tiny model's (random) Markdown ...
+    assert markdown_to_plain(formatted.output) == plain  # ... with the input's words (faithful)
+    text = " ".join(result.output.split())
+    for words in ("Evaluation on 3 test chunks", "finetuned_raw", "Champion/challenger"):
+        assert words in text, words
+    evaluation = latest_artifact("pgpt-evaluation")
+    assert evaluation["type"] == "table" and model_id in evaluation["data"]
 
 
 def test_pgpt_export_without_articles_says_what_to_do(tmp_path):

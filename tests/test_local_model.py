@@ -333,7 +333,6 @@ def test_smollm2_converts_loads_and_generates(tmp_path: Path) -> None:
     assert not getattr(model, "is_quantized", False)
     assert getattr(model, "hf_quantizer", None) is None
     assert 134_000_000 < params < 135_000_000
-    assert load_s < 5.0
 
     start = time.monotonic()
     [answer] = generate(model, tokenizer, [chat("Hello world")])
@@ -351,3 +350,54 @@ def test_smollm2_converts_loads_and_generates(tmp_path: Path) -> None:
         f"generate {generate_s:.1f} s -> {answer!r}, reuse {reuse_s * 1000:.1f} ms"
     )
     shutil.rmtree(folder)  # 0.5 GB of fp32 weights: do not leave it in pytest's kept temp dirs
+
+
+@pytest.mark.slow
+def test_smollm2_trains_a_few_steps_then_pgpt_format_answers(tmp_path: Path) -> None:
+    """The real model end to end: 2 LoRA steps on sample chunks, then ``pgpt format``."""
+    from typer.testing import CliRunner
+
+    from backends.local import LocalBackend
+    from pgpt import app
+    from tasks.clean import html_to_markdown, markdown_to_plain
+    from tasks.examples import chunk_markdown
+    from tasks.finetune import set_current_model
+
+    html = sorted((ROOT / "data" / "sample" / "posts").glob("*.html"))[0].read_text()
+    chunks = chunk_markdown(html_to_markdown(html), max_tokens=96)[:4]
+    lines = [
+        json.dumps(
+            {
+                "messages": [
+                    SYSTEM,
+                    {"role": "user", "content": markdown_to_plain(c)},
+                    {"role": "assistant", "content": c},
+                ]
+            }
+        )
+        for c in chunks
+    ]
+    train = tmp_path / "train.jsonl"
+    train.write_text("\n".join(lines) + "\n")
+    settings = {
+        "base_model": SMOLLM2,
+        "epochs": 1,
+        "max_steps": 2,
+        "batch_size": 2,
+        "max_seq_tokens": 256,
+        "checkpoint_every": 100,
+    }
+    from config.settings import FinetuneSettings
+
+    backend = LocalBackend(tmp_path, FinetuneSettings(**settings).model_dump())
+    job = backend.follow(backend.start_finetune(str(train), None))
+    assert job["status"] == "succeeded" and job["metrics"]["steps"] == 2
+    set_current_model(tmp_path, job["model_id"])
+
+    plain = "Why I keep a journal\nIt helps me think. It also helps me remember."
+    result = CliRunner().invoke(app, ["--data-dir", str(tmp_path), "format", "-"], input=plain)
+    assert result.exit_code == 0, result.output
+    assert result.output.strip()
+    assert markdown_to_plain(result.output) == plain  # faithful: only markup was added
+    print(f"\npgpt format -> {result.output!r}")
+    shutil.rmtree(tmp_path / "models" / "base")

@@ -108,6 +108,7 @@ class LocalBackend:
         model_id: str,
         conversations: list[list[dict]],
         progress: Callable[[int, int], None] | None = None,
+        faithful: bool = False,
     ) -> list[str]:
         """Greedy replies from the merged model (loaded once per backend object)."""
         from backends.local.generate import generate
@@ -115,7 +116,7 @@ class LocalBackend:
         if model_id not in self._loaded:
             self._loaded[model_id] = self._load(model_id)
         model, tokenizer = self._loaded[model_id]
-        return generate(model, tokenizer, conversations, progress=progress)
+        return generate(model, tokenizer, conversations, progress=progress, faithful=faithful)
 
     def _load(self, model_id: str) -> tuple[Any, Any]:
         """A fine-tuned model id, or a base model name / folder as itself."""

@@ -5,9 +5,10 @@ tokenizer's chat template plus the assistant prompt, then conversations are sort
 and generated in batches with LEFT padding (so every row's next token sits in the last
 column) and an attention mask. Decoding is greedy (deterministic, the fair setting for an
 evaluation) with the KV cache, and stops at ``<|im_end|>`` (and ``<|endoftext|>``). Only the
-new tokens are decoded; results come back in the input order. A batch generates for the
-budget of its longest prompt, but each answer is cut to its OWN prompt's budget, so an
-answer never depends on the batch size or on the other conversations.
+new tokens are decoded; results come back in the input order. A conversation's budget of
+new tokens comes from the length of its last message (the text to format, not the system
+message, which may hold a one-shot example); a batch generates for its largest budget, but
+each answer is cut to its OWN budget, so it never depends on the batch or the others.
 
 >>> max_new_tokens_for(100)
 182
@@ -76,13 +77,16 @@ def stop_token_ids(tokenizer: Any) -> list[int]:
     return list(dict.fromkeys(ids))
 
 
-def _budget(model: Any, prompt_len: int, max_new_tokens: int | None) -> int:
-    """New tokens for a prompt (or a batch whose longest prompt) of ``prompt_len`` tokens."""
-    budget = max_new_tokens if max_new_tokens is not None else max_new_tokens_for(prompt_len)
+def _budget(
+    model: Any, tokenizer: Any, conversation: list[dict], prompt_len: int, fixed: int | None
+) -> int:
+    """New tokens for one conversation: from its last message's length (the text to format)."""
+    if fixed is not None:
+        return fixed
+    text_tokens = len(tokenizer(conversation[-1]["content"], add_special_tokens=False)["input_ids"])
+    budget = max_new_tokens_for(text_tokens)
     context = getattr(model.config, "max_position_embeddings", None)
-    if context and max_new_tokens is None:
-        budget = min(budget, max(1, context - prompt_len))
-    return budget
+    return min(budget, max(1, context - prompt_len)) if context else budget
 
 
 def _until_stop(tokens: list[int], stops: list[int]) -> list[int]:
@@ -99,9 +103,17 @@ def generate(
     batch_size: int = 8,
     max_new_tokens: int | None = None,
     progress: Callable[[int, int], Any] | None = None,
+    faithful: bool = False,
 ) -> list[str]:
-    """Greedy answers to ``conversations`` (assistant prompt added), in the input order."""
+    """Greedy answers to ``conversations`` (assistant prompt added), in the input order.
+
+    ``faithful``: decode under ``backends.local.faithful`` so each answer keeps the words of
+    its conversation's last message (the plain text) and only adds markup.
+    """
     import torch
+    from transformers import LogitsProcessorList
+
+    from backends.local.faithful import FaithfulProcessor
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, not {batch_size}")
@@ -111,6 +123,10 @@ def generate(
     ]
     ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)  # longest first
+    budgets = [
+        _budget(model, tokenizer, conv, len(row), max_new_tokens)
+        for conv, row in zip(conversations, ids, strict=True)
+    ]
     stops = stop_token_ids(tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     answers: list[str] = [""] * len(ids)
@@ -124,6 +140,10 @@ def generate(
             return_tensors="pt",
         )
         width = batch["input_ids"].shape[1]
+        processors = LogitsProcessorList()
+        if faithful:
+            plains = [conversations[i][-1]["content"] for i in rows]
+            processors.append(FaithfulProcessor(tokenizer, plains, stops, width))
         with torch.inference_mode():
             out = model.generate(
                 input_ids=batch["input_ids"],
@@ -131,16 +151,14 @@ def generate(
                 do_sample=False,
                 num_beams=1,
                 use_cache=True,
-                max_new_tokens=_budget(model, width, max_new_tokens),
+                max_new_tokens=max(budgets[i] for i in rows),
                 eos_token_id=stops,
                 pad_token_id=pad_id,
+                logits_processor=processors,
             )
         # Each row keeps at most its OWN budget, so an answer never depends on the batching.
         new_tokens = [
-            _until_stop(out[j, width:].tolist(), stops)[
-                : _budget(model, len(ids[i]), max_new_tokens)
-            ]
-            for j, i in enumerate(rows)
+            _until_stop(out[j, width:].tolist(), stops)[: budgets[i]] for j, i in enumerate(rows)
         ]
         texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         for i, text in zip(rows, texts, strict=True):

@@ -1,0 +1,221 @@
+"""Constrained greedy decoding: the answer may add Markdown markup, never change the words.
+
+At each step the model's most likely token is taken if its bytes are consistent with the
+input: every non-whitespace byte either continues the input's own text (whitespace removed,
+so ``a\\tb`` in a plain table row may become ``| a | b |``) or is a markup byte
+(``#*_>`-+|:.\\`` and digits, or a code fence's language name). Otherwise the next most likely
+of the top ``TOP_K`` is tried, and if none fits, the input's own next token. The end of the
+turn is allowed only once the input is used up, and is forced when the answer runs on
+with markup after that.
+
+Loops are impossible, not just unlikely: markup bytes without text between them are capped
+per run (``RUN_LIMIT``) and in total (``markup_budget``), so an answer is at most the input
+plus a bounded amount of markup. Which markup is *right* is not checked here; the repair
+pass (``tasks.faithful.repair``) makes the text exact afterwards.
+
+>>> state = Matcher("Hello world")
+>>> state.feed(b"# Hello"), state.feed(b" wor"), state.done
+(True, True, False)
+>>> state.feed(b"xyz")
+False
+>>> state.feed(b"ld"), state.done
+(True, True)
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+TOP_K = 8  # candidates tried per step before falling back to the input's own next token
+RUN_LIMIT = 48  # markup/whitespace bytes allowed in a row without input text (a table rule)
+MARKUP = frozenset(b"#*_>`-+|:.\\0123456789")  # what canonical Markdown adds to the text
+SPACE = frozenset(b" \t\n")
+FENCE_LANGUAGE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-_#")
+
+
+def markup_budget(text_bytes: int) -> int:
+    """Non-whitespace markup bytes one answer may add: 64 plus half the input's bytes."""
+    return 64 + text_bytes // 2
+
+
+@dataclass
+class Matcher:
+    """Where an answer stands against its input: the positions the bytes so far can reach."""
+
+    plain: str
+    target: bytes = field(init=False)  # the input's bytes without whitespace
+    after: list[int] = field(init=False)  # raw byte offset just after each target byte
+    raw: bytes = field(init=False)  # the input's UTF-8 bytes
+    states: dict[int, tuple[int, int]] = field(init=False)  # pos -> (run, budget spent)
+    line: bytes = b""  # the answer's current line, for code fence languages
+    budget: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.raw = raw = self.plain.encode()
+        self.target = bytes(b for b in raw if b not in SPACE)
+        self.after = [i + 1 for i, b in enumerate(raw) if b not in SPACE]
+        self.states = {0: (0, 0)}
+        self.budget = markup_budget(len(raw))
+
+    @property
+    def done(self) -> bool:
+        """The input is used up (the end of the turn may come now)."""
+        return len(self.target) in self.states
+
+    def run(self) -> int:
+        """Markup bytes since the last input text, in the best state."""
+        return min(run for run, _ in self.states.values())
+
+    def step(self, states: dict, line: bytes, byte: int) -> dict:
+        """The states after one more answer byte (empty: the byte is not allowed)."""
+        tail = line.lstrip(b"`")
+        fence = (
+            line.startswith(b"```") and len(line) < 24 and all(b in FENCE_LANGUAGE for b in tail)
+        )
+        nxt: dict[int, tuple[int, int]] = {}
+
+        def keep(pos: int, run: int, spent: int) -> None:
+            if pos not in nxt or (run, spent) < nxt[pos]:
+                nxt[pos] = (run, spent)
+
+        for pos, (run, spent) in states.items():
+            if pos < len(self.target) and self.target[pos] == byte:
+                keep(pos + 1, 0, spent)
+            if run >= RUN_LIMIT:
+                continue
+            if byte in SPACE:
+                keep(pos, run + 1, spent)
+            elif (byte in MARKUP or (fence and byte in FENCE_LANGUAGE)) and spent < self.budget:
+                keep(pos, run + 1, spent + 1)
+        return nxt
+
+    def advance(self, data: bytes) -> tuple[dict, bytes] | None:
+        """The states and line after ``data``, or None if it does not fit (nothing changes)."""
+        states, line = self.states, self.line
+        for byte in data:
+            states = self.step(states, line, byte)
+            if not states:
+                return None
+            line = b"" if byte == 10 else line + bytes([byte])
+        return states, line
+
+    def fits(self, data: bytes) -> bool:
+        """Whether the answer may go on with ``data``."""
+        return self.advance(data) is not None
+
+    def feed(self, data: bytes) -> bool:
+        """Take ``data`` into the answer if it fits; whether it did."""
+        moved = self.advance(data)
+        if moved is not None:
+            self.states, self.line = moved
+        return moved is not None
+
+    def rest(self) -> bytes:
+        """The input's raw bytes after the furthest text matched so far (with its spaces)."""
+        pos = max(self.states)
+        return self.raw[self.after[pos - 1] if pos else 0 :]
+
+
+def byte_alphabet() -> dict[int, str]:
+    """GPT-2's byte-level BPE alphabet: each byte's stand-in character in token strings."""
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    alphabet = {byte: chr(byte) for byte in printable}
+    extra = 0
+    for byte in range(256):
+        if byte not in alphabet:
+            alphabet[byte] = chr(256 + extra)
+            extra += 1
+    return alphabet
+
+
+def token_bytes(tokenizer: Any) -> list[bytes | None]:
+    """Each token id's bytes for a byte-level BPE tokenizer; None for special tokens."""
+    decoder = {char: byte for byte, char in byte_alphabet().items()}
+    special = set(tokenizer.all_special_ids)
+    table: list[bytes | None] = [None] * len(tokenizer)
+    for token, token_id in tokenizer.get_vocab().items():
+        if token_id in special or token_id >= len(table):
+            continue
+        if all(char in decoder for char in token):
+            table[token_id] = bytes(decoder[char] for char in token)
+    return table
+
+
+class FaithfulProcessor:
+    """A ``transformers`` logits processor that keeps each row of a batch to its input."""
+
+    def __init__(self, tokenizer: Any, plains: list[str], stops: list[int], width: int) -> None:
+        self.tokenizer = tokenizer
+        self.table = _cached_table(tokenizer)
+        self.byte_ids = {data[0]: i for i, data in enumerate(self.table) if data and len(data) == 1}
+        self.matchers = [Matcher(plain) for plain in plains]
+        self.stops = stops
+        self.width = width  # prompt columns: later columns are the answer's tokens
+        self.ended = [False] * len(plains)
+        self.fallbacks = 0  # steps where the model's top candidates all broke the input
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        if input_ids.shape[1] > self.width:
+            self._take(input_ids[:, -1].tolist())
+        top = torch.topk(scores, TOP_K, dim=-1).indices.tolist()
+        forced = scores.new_full(scores.shape, float("-inf"))
+        for row, candidates in enumerate(top):
+            forced[row, self._choose(row, candidates)] = 0.0
+        return forced
+
+    def _take(self, last: list[int]) -> None:
+        """Move each live row's matcher past the token it was given."""
+        for row, token_id in enumerate(last):
+            if self.ended[row]:
+                continue
+            if token_id in self.stops:
+                self.ended[row] = True
+            else:
+                data = self.table[token_id] if token_id < len(self.table) else None
+                self.matchers[row].feed(data or b"")
+
+    def _choose(self, row: int, candidates: list[int]) -> int:
+        """The first candidate that fits the row's input, else the input's own next token."""
+        matcher = self.matchers[row]
+        if self.ended[row]:
+            return candidates[0]
+        if matcher.done and matcher.run() >= RUN_LIMIT:
+            return self.stops[0]
+        for token_id in candidates:
+            if token_id in self.stops:
+                if matcher.done:
+                    return token_id
+                continue
+            data = self.table[token_id] if token_id < len(self.table) else None
+            if data and matcher.fits(data):
+                return token_id
+        self.fallbacks += 1
+        return self._fallback(matcher)
+
+    def _fallback(self, matcher: Matcher) -> int:
+        """The token the input itself goes on with (or its next single byte; or the end)."""
+        rest = matcher.rest()
+        if not rest.strip():
+            return self.stops[0]
+        text = rest[:64].decode("utf-8", errors="ignore")
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+        if ids and (data := self.table[ids[0]]) and matcher.fits(data):
+            return ids[0]
+        for byte in rest:
+            if byte not in SPACE and (token_id := self.byte_ids.get(byte)) is not None:
+                return token_id
+        return self.stops[0]
+
+
+_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _cached_table(tokenizer: Any) -> list[bytes | None]:
+    """``token_bytes`` once per tokenizer object (it walks the whole vocabulary)."""
+    if tokenizer not in _TABLES:
+        _TABLES[tokenizer] = token_bytes(tokenizer)
+    return _TABLES[tokenizer]

@@ -1,0 +1,121 @@
+"""Evaluate flow: score the fine-tuned model against identity, the base model and the champion.
+
+Every model answers the test split (``DATA/jsonl/test.jsonl``) in faithful mode (and raw,
+as ``<name>_raw``); the scores, a report and charts land in ``DATA/reports/<run id>/``. With
+``promote=True`` (the retrain flow) the new model becomes current only if it is not worse
+than the champion, and the run is recorded in ``DATA/parquet/runs.parquet``.
+
+python flows/evaluate.py [MODEL_ID]
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from backends.local.train import file_sha256
+from config.settings import load_settings
+from tasks.evaluate import (
+    decide_promotion,
+    generate_answers,
+    models_to_compare,
+    pick_one_shot,
+    read_chat_jsonl,
+    read_test_examples,
+    score_answers,
+)
+from tasks.finetune import current_model, set_current_model
+from tasks.report import publish_evaluation, write_report
+from tasks.store import record_run
+
+
+@flow(name="evaluate")
+def evaluate(
+    profile: str = "default",
+    data_dir: str | None = None,
+    model_id: str | None = None,
+    promote: bool = False,
+    loss_png: str | None = None,
+) -> dict:
+    """Score ``model_id`` (default: the current model) and the models it is compared with."""
+    settings = load_settings(profile, data_dir)
+    data, conf = str(settings.data_dir), settings.model_dump(mode="json")
+    jsonl = Path(data) / "jsonl"
+    champion = current_model(data)
+    challenger = model_id or champion
+    if challenger is None:
+        raise ValueError("no model to evaluate: run `pgpt finetune` or pass a model id")
+    examples = read_test_examples(jsonl, settings.evaluate.max_examples)
+    train = read_chat_jsonl(jsonl / "train.jsonl") if (jsonl / "train.jsonl").exists() else []
+    one_shot = pick_one_shot(train) if train else None
+    models, answers = {}, {}
+    for model in models_to_compare(challenger, champion, conf, one_shot):
+        modes = (
+            [True, False] if settings.evaluate.raw and model["backend"] != "identity" else [True]
+        )
+        for faithful in modes:
+            name = model["name"] if faithful else f"{model['name']}_raw"
+            run = generate_answers(model, examples, faithful, conf["finetune"], data)
+            models[name] = score_answers(model, examples, run, conf["evaluate"])
+            answers[name] = run["answers"]
+    decision = None
+    if promote:
+        decision = decide_promotion(
+            models["finetuned"],
+            models.get("champion"),
+            samples=settings.evaluate.bootstrap_samples,
+            confidence=settings.evaluate.confidence,
+        )
+        get_run_logger().info("champion/challenger: %s", decision["reason"])
+        if decision["promote"]:
+            set_current_model(data, challenger)
+    now = datetime.now(UTC)
+    report = {
+        "run_id": f"{now:%Y%m%d-%H%M%S}-{challenger[-12:]}",
+        "created_at": now.isoformat(),
+        "examples": len(examples),
+        "data_sha256": file_sha256(jsonl / "test.jsonl"),
+        "decision": decision,
+        "loss_png": loss_png,
+        "worst_examples": settings.evaluate.worst_examples,
+        "models": models,
+    }
+    report_dir = write_report(report, examples, answers, data)
+    publish_evaluation(report, report_dir)
+    if promote:
+        record_run(run_row(report, report_dir, challenger, champion), data)
+    return {**report, "report_dir": report_dir}
+
+
+def run_row(report: dict, report_dir: str, challenger: str, champion: str | None) -> dict:
+    """The runs.parquet row of a champion/challenger run."""
+    new, decision = report["models"]["finetuned"], report["decision"]
+    old = report["models"].get("champion")
+    return {
+        "run_id": report["run_id"],
+        "created_at": report["created_at"],
+        "data_sha256": report["data_sha256"],
+        "model_id": challenger,
+        "champion_id": champion,
+        "examples": report["examples"],
+        "cer": new["cer"]["mean"],
+        "cer_low": new["cer"]["low"],
+        "cer_high": new["cer"]["high"],
+        "chrf": new["chrf"]["mean"],
+        "structure_f1": new["structure_f1"]["mean"],
+        "text_cer": new["text_cer"]["mean"],
+        "champion_cer": old["cer"]["mean"] if old else None,
+        "promoted": decision["promote"],
+        "reason": decision["reason"],
+        "report": report_dir,
+    }
+
+
+if __name__ == "__main__":
+    from config.runtime import results_in
+
+    with results_in(load_settings().data_dir):
+        evaluate(model_id=sys.argv[1] if len(sys.argv) > 1 else None)

@@ -1,0 +1,164 @@
+"""The evaluation stage end to end: retrain on the sample with the tiny model, then the report,
+runs.parquet and champion/challenger; and faithful decoding with the tiny model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import duckdb
+import pandas as pd
+import pytest
+from PIL import Image
+
+from backends.local.faithful import Matcher
+from backends.local.generate import generate
+from backends.local.model import load_model
+from config.runtime import results_in
+from flows.evaluate import evaluate
+from flows.retrain import retrain
+from tasks.clean import markdown_to_plain
+from tasks.evaluate import decide_promotion, read_test_examples
+from tasks.finetune import current_model
+from tasks.store import read_runs
+
+from conftest import SAMPLE
+
+SYSTEM = {"role": "system", "content": "You render plain text into markdown format."}
+N_SAMPLE = len(list((SAMPLE / "posts").glob("*.html")))
+KEYS = {"model_id", "cer", "chrf", "structure_f1", "text_cer", "seconds_per_example", "cost_usd"}
+
+
+@pytest.fixture(scope="module")
+def retrained(tmp_path_factory, tiny_model):
+    """One retrain run of the sample with the tiny model (3 steps, 3 test chunks)."""
+    data = tmp_path_factory.mktemp("data")
+    profile = data / "tiny.yaml"
+    profile.write_text(
+        "examples:\n  chunk_tokens: 96\n"
+        f"finetune:\n  base_model: {tiny_model}\n  epochs: 1\n  max_steps: 3\n"
+        "  max_seq_tokens: 1024\n  batch_size: 2\n  checkpoint_every: 100\n"
+        "evaluate:\n  max_examples: 3\n  bootstrap_samples: 200\n"
+    )
+    with results_in(data):
+        result = retrain(None, str(profile), str(data))
+    return data, str(profile), result
+
+
+def test_retrain_writes_every_output(retrained):
+    tmp_path, _, result = retrained
+    assert result["ingest"]["total"] == N_SAMPLE >= 12
+    assert result["ingest"]["failures"] == [] and result["ingest"]["skipped"] == []
+    articles = pd.read_parquet(tmp_path / "parquet" / "articles.parquet")
+    assert len(articles) == N_SAMPLE and articles["author"].eq("Maren Holt").all()
+    examples = duckdb.sql(
+        f"SELECT split, count(DISTINCT article_id) AS n FROM "
+        f"'{tmp_path}/parquet/examples.parquet' GROUP BY split ORDER BY split"
+    ).fetchall()
+    assert {name for name, _ in examples} == {"test", "train", "valid"}
+    stats = json.loads((tmp_path / "jsonl" / "stats.json").read_text())
+    for split in ("train", "valid", "test"):
+        lines = (tmp_path / "jsonl" / f"{split}.jsonl").read_text().splitlines()
+        assert len(lines) == stats["splits"][split]["n_examples"] > 0
+        first = json.loads(lines[0])["messages"]
+        assert [m["role"] for m in first] == ["system", "user", "assistant"]
+        assert first[0]["content"] == "You render plain text into markdown format."
+    assert stats["cost_estimate"]["usd"] > 0
+    job = result["finetune"]
+    run_dir = tmp_path / "models" / job["model_id"]
+    assert job["status"] == "succeeded" and job["metrics"]["steps"] == 3
+    assert (run_dir / "adapter" / "adapter_config.json").exists()
+    assert len((run_dir / "metrics.csv").read_text().splitlines()) == 1 + 3
+
+
+def test_report_files_exist_and_parse(retrained):
+    data, _, result = retrained
+    report_dir = data / "reports" / result["evaluate"]["run_id"]
+    assert (data / "reports" / "latest").resolve() == report_dir.resolve()
+    metrics = json.loads((report_dir / "metrics.json").read_text())
+    models = metrics["models"]
+    assert set(models) == {"identity", "base", "base_raw", "finetuned", "finetuned_raw"}
+    for name, row in models.items():
+        assert set(row) >= KEYS, name
+        assert row["cer"]["low"] <= row["cer"]["mean"] <= row["cer"]["high"], name
+        assert row["cost_usd"] == 0.0
+    assert models["finetuned"]["model_id"] == result["finetune"]["model_id"]
+    assert metrics["examples"] == 3
+    for name in ("identity", "base", "finetuned"):  # faithful mode keeps every word
+        assert models[name]["text_cer"]["mean"] == 0.0, name
+    report = (report_dir / "report.md").read_text()
+    assert "| finetuned_raw |" in report and "## Worst examples" in report
+    assert report.count("### Test chunk") == 3
+    for png in ("metrics.png", "loss.png"):
+        assert Image.open(report_dir / png).size[0] > 300
+    answers = [json.loads(line) for line in (report_dir / "answers.jsonl").read_text().splitlines()]
+    assert len([a for a in answers if a]) == 3
+
+
+def test_faithful_answers_keep_the_input_text(retrained):
+    data, _, result = retrained
+    examples = read_test_examples(data / "jsonl", 3)
+    report_dir = data / "reports" / result["evaluate"]["run_id"]
+    rows = [json.loads(line) for line in (report_dir / "answers.jsonl").read_text().splitlines()]
+    for row, example in zip(rows, examples, strict=True):
+        assert row["plain"] == example["plain"]
+        for name in ("identity", "base", "finetuned"):
+            assert markdown_to_plain(row[name]) == example["plain"], name
+
+
+def test_first_run_promotes_and_records(retrained):
+    data, _, result = retrained
+    decision = result["evaluate"]["decision"]
+    assert decision == {"promote": True, "reason": "no champion yet", "cer_difference": None}
+    assert current_model(data) == result["finetune"]["model_id"]
+    runs = read_runs(data)
+    assert [r["model_id"] for r in runs] == [result["finetune"]["model_id"]]
+    assert runs[0]["promoted"] and runs[0]["champion_id"] is None
+    assert pd.read_parquet(data / "parquet" / "runs.parquet")["cer"].iloc[0] == pytest.approx(
+        result["evaluate"]["models"]["finetuned"]["cer"]["mean"]
+    )
+
+
+def test_challenger_is_promoted_exactly_when_not_worse(retrained, tmp_path):
+    """A second model (the same run under another id) meets the champion on the same examples."""
+    data, profile, result = retrained
+    champion = result["finetune"]["model_id"]
+    twin = champion[:-12] + "0" * 12
+    shutil.copytree(data / "models" / champion, data / "models" / twin)
+    with results_in(data):
+        report = evaluate(profile, str(data), model_id=twin, promote=True)
+    assert set(report["models"]) >= {"finetuned", "champion"}
+    new, old = report["models"]["finetuned"], report["models"]["champion"]
+    assert [s["cer"] for s in new["scores"]] == [s["cer"] for s in old["scores"]]
+    decision = report["decision"]
+    assert decision["cer_difference"] == {"mean": 0.0, "low": 0.0, "high": 0.0}
+    assert decision["promote"] and current_model(data) == twin
+    runs = read_runs(data)
+    assert [r["model_id"] for r in runs][-1] == twin and runs[-1]["champion_id"] == champion
+    # the same comparison the other way round, with the champion made better by 0.1 a chunk
+    better = {**old, "scores": [{**s, "cer": s["cer"] - 0.1} for s in old["scores"]]}
+    verdict = decide_promotion(new, better, samples=200)
+    assert not verdict["promote"] and "is worse than" in verdict["reason"]
+
+
+def test_matcher_allows_markup_and_refuses_new_words():
+    state = Matcher("Title\nSome text\ta\tb")
+    assert state.feed(b"## Title\n\nSome *text*\n\n| a | b |")
+    assert state.done
+    assert not Matcher("Title").fits(b"Titles")
+    looping = Matcher("x")
+    assert looping.feed(b"x") and not looping.fits(b"#" * 200)  # runs of markup are bounded
+
+
+def test_faithful_generation_keeps_words_with_a_random_model(tiny_model):
+    """The tiny model is untrained noise; constrained decoding still only adds markup."""
+    model, tokenizer = load_model(tiny_model)
+    texts = ["Hello world, this is plain text.", "Second one\nwith two lines"]
+    chats = [[SYSTEM, {"role": "user", "content": t}] for t in texts]
+    answers = generate(model, tokenizer, chats, faithful=True, max_new_tokens=400)
+
+    def words(s: str) -> str:
+        return "".join(c for c in s if not c.isspace() and c not in "#*_>`-+|:.\\0123456789")
+
+    for text, answer in zip(texts, answers, strict=True):
+        assert words(answer) == words(text)
