@@ -18,8 +18,15 @@ text everywhere else, with the guarantee ``markdown_to_plain(repair(output, plai
    back to plainer writings (escaped paragraph, fenced code, a one-cell table with entities),
    and a result that does not falls back to no kept markup, then to plain pieces only.
 
-An output whose plain text is already exact is returned unchanged. Every plain text without
-NUL can be represented; NUL cannot (markdown-it reads it as U+FFFD) and raises ValueError.
+An output whose plain text is already exact is returned unchanged (markup-only lines and all).
+Every plain text without NUL can be represented; NUL cannot (markdown-it reads it as U+FFFD)
+and raises ValueError. A carriage return is written as ``&#13;``, in a paragraph or, on a line
+of only whitespace, in a one-cell table.
+
+Limits: a line with no similar counterpart in the output (dropped, or rewritten beyond
+recognition) comes back as an escaped paragraph, or as fenced code when it is blank or
+indented; only emphasis, strong and code spans move to rewritten lines (links do not);
+containers nested deeper than three columns are written with their innermost marker only.
 
 >>> plain = "Intro\\nUse small tools.\\nOne\\nTwo"
 >>> output = "## Intro\\n\\nUse *small* tools, always.\\n\\n- One\\n- One\\n- Two\\n\\n## Invented"
@@ -62,6 +69,7 @@ MARKER = re.compile(r"([ \t>]*)([-+*]|\d{1,9}([.)]))(?=[ \t]|$)")  # a list item
 QUIET = re.compile(r"[ \t>]*")  # a separator line: blank but for quote marks
 LEAVES = {"paragraph_open", "heading_open", "fence", "code_block", "html_block", "table_open"}
 SENTINEL = "\n\nsentinel"  # a paragraph after a piece, which must not run into it
+ENDS = [("paragraph_open", 0, ""), ("inline", 1, "sentinel"), ("paragraph_close", 0, "")]
 
 
 @dataclass(frozen=True)
@@ -108,7 +116,7 @@ def repair(output: str, plain: str) -> str:
                 return result
     if markdown_to_plain(fence(lines)) == plain:
         return fence(lines)
-    raise ValueError(f"cannot render this plain text: {plain[:80]!r}")  # not seen in tests
+    raise ValueError(f"cannot render this plain text: {plain[:80]!r}")  # only if a rung is broken
 
 
 # --- the output's units -------------------------------------------------------------------------
@@ -290,12 +298,11 @@ class Plan:
                     i += len(self.units[run[-1]].lines)
                 pieces += self.keep_run(run)
                 continue
-            end = i + 1
-            while self.styles[i].group != -1 and end < len(self.lines) and end not in starts:
-                if self.styles[end] != self.styles[i]:
-                    break
-                end += 1
-            pieces += styled(self.lines[i:end], self.styles[i], self.spans[i:end])
+            end, style = i + 1, self.styles[i]
+            if style.group != -1:  # a code block or table: its lines are written together
+                while end < len(self.lines) and end not in starts and self.styles[end] == style:
+                    end += 1
+            pieces += styled(self.lines[i:end], style, self.spans[i:end])
             i = end
         return pieces
 
@@ -323,12 +330,7 @@ class Plan:
 def reads(piece: str, lines: list[str]) -> bool:
     """Whether the piece reads as exactly these lines and ends before a paragraph after it."""
     tokens = MD.parse(piece + SENTINEL)
-    shape = [(t.type, t.level, t.content) for t in tokens[-3:]]
-    ends = shape == [
-        ("paragraph_open", 0, ""),
-        ("inline", 1, "sentinel"),
-        ("paragraph_close", 0, ""),
-    ]
+    ends = [(t.type, t.level, t.content) for t in tokens[-3:]] == ENDS
     return ends and markdown_to_plain(piece + SENTINEL) == "\n".join(lines) + SENTINEL[1:]
 
 
@@ -347,11 +349,12 @@ def styled(lines: list[str], style: Style, spans: list[list]) -> list[str]:
 
 
 def plain_pieces(lines: list[str]) -> list[str]:
-    """Lines as escaped paragraphs; else fenced code (a run shares a fence); else a table cell."""
+    """Lines as escaped paragraphs, indented ones as fenced code (a run shares a fence), else
+    (a carriage return, which code cannot hold) as a one-cell table."""
     pieces: list[str] = []
     pending: list[str] = []
     for line in lines:
-        writings = (inline(line, [], level) for level in (1, 2))
+        writings = (inline(line, [], level) for level in (1, 2) if line[:1].strip())
         piece = next((p for p in writings if p is not None and reads(p, [line])), None)
         if piece is None and "\r" not in line:
             pending.append(line)
@@ -366,14 +369,15 @@ def join(pieces: list[str], tight: bool) -> str:
     """Pieces separated by blank lines (if tight, list items of one list by a newline)."""
     out = pieces[:1]
     for piece in pieces[1:]:
-        before, after = MARKER.match(out[-1].rsplit("\n", 1)[-1]), MARKER.match(piece)
-        same = (
-            before
-            and after
-            and (before[1], before[3] or before[2]) == (after[1], after[3] or after[2])
-        )
-        out.append(("\n" if tight and same else "\n\n") + piece)
+        kind = list_kind(out[-1].rsplit("\n", 1)[-1])
+        out.append(("\n" if tight and kind and kind == list_kind(piece) else "\n\n") + piece)
     return "".join(out)
+
+
+def list_kind(line: str) -> tuple[str, str] | None:
+    """(indentation, bullet or delimiter) of a list item's first line; None for other lines."""
+    match = MARKER.match(line)
+    return (match[1], match[3] or match[2]) if match else None
 
 
 def render(lines: list[str], style: Style, spans: list[list], level: int) -> str | None:
@@ -444,11 +448,13 @@ def entity(char: str) -> str:
 
 
 def marked(line: str, spans: list, cell: bool) -> str | None:
-    """The line with the model's spans around their unchanged text, in order (None if none)."""
+    """The line with the model's spans around their text, in order, where it stands as whole
+    words (None if no span fits)."""
     chosen: list[tuple[int, int, str]] = []
     for markup, text in spans:
-        start = line.find(text, chosen[-1][1] if chosen else 0)
-        chosen += [(start, start + len(text), markup)] if start >= 0 else []
+        edges = (r"(?<!\w)" if text[0].isalnum() else "", r"(?!\w)" if text[-1].isalnum() else "")
+        found = re.compile(re.escape(text).join(edges)).search(line, chosen[-1][1] if chosen else 0)
+        chosen += [(found.start(), found.end(), markup)] if found else []
     if not chosen:
         return None
     out: list[str] = []

@@ -194,8 +194,8 @@ def test_pgpt_run_prints_the_dataset_summary_and_publishes_artifacts(tmp_path, t
         app, ["--data-dir", str(data), "format", "-", "--profile", tiny_profile], input=plain
     )
     assert formatted.exit_code == 0, formatted.output
-    assert formatted.output.strip()  # the tiny model's (random) Markdown ...
-    assert markdown_to_plain(formatted.output) == plain  # ... with the input's words (faithful)
+    assert formatted.stdout.strip()  # the tiny model's (random) Markdown ...
+    assert markdown_to_plain(formatted.stdout) == plain  # ... with the input's words (faithful)
     text = " ".join(result.output.split())
     for words in ("Evaluation on 3 test chunks", "finetuned_raw", "Champion/challenger"):
         assert words in text, words

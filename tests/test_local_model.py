@@ -397,7 +397,7 @@ def test_smollm2_trains_a_few_steps_then_pgpt_format_answers(tmp_path: Path) -> 
     plain = "Why I keep a journal\nIt helps me think. It also helps me remember."
     result = CliRunner().invoke(app, ["--data-dir", str(tmp_path), "format", "-"], input=plain)
     assert result.exit_code == 0, result.output
-    assert result.output.strip()
-    assert markdown_to_plain(result.output) == plain  # faithful: only markup was added
-    print(f"\npgpt format -> {result.output!r}")
+    assert result.stdout.strip()
+    assert markdown_to_plain(result.stdout) == plain  # faithful: only markup was added
+    print(f"\npgpt format -> {result.stdout!r}")
     shutil.rmtree(tmp_path / "models" / "base")

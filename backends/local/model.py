@@ -161,7 +161,9 @@ def load_model(path: str | Path, *, threads: int = 0) -> tuple[Any, Any]:
     """Load an HF folder as ``(model, tokenizer)``: fp32, eval mode, left padding, a pad token."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a 0.4 s load needs no bar; stdout/stderr stay clean
     torch.set_num_threads(threads or default_threads())
     folder = Path(path)
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
