@@ -90,7 +90,9 @@ class FinetuneSettings(_Section):
     epochs: int = 3  # passes over the train split; the seed's (OpenAI's default) 3
     batch_size: int = 4  # sequences per micro-batch: ~4 x 800 tokens, well within 24 GiB
     grad_accum: int = 1  # micro-batches per optimizer step
-    learning_rate: float = 5e-4  # peak LR; LoRA wants ~10x a full fine-tune's rate
+    learning_rate: float = 1e-3  # peak LR; LoRA wants ~10x a full fine-tune's rate. On the
+    # sample, 1e-3 reached valid loss 0.072 after 2 epochs where 5e-4 reached 0.116, and only
+    # the 1e-3 model added markup (structure F1 0.40 after 3 epochs, against 0.00)
     warmup_ratio: float = 0.05  # share of steps with linear warm-up, then cosine decay to 0
     weight_decay: float = 0.0  # LoRA adapters are tiny; decay only slows them down
     max_seq_tokens: int = 1536  # longer examples are truncated from the end (and counted)

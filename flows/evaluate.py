@@ -51,6 +51,8 @@ def evaluate(
     examples = read_test_examples(jsonl, settings.evaluate.max_examples)
     train = read_chat_jsonl(jsonl / "train.jsonl") if (jsonl / "train.jsonl").exists() else []
     one_shot = pick_one_shot(train) if train else None
+    # what generation depends on (not the training hyperparameters): keeps answers cached
+    runtime = {key: conf["finetune"][key] for key in ("backend", "base_model", "threads")}
     models, answers = {}, {}
     for model in models_to_compare(challenger, champion, conf, one_shot):
         modes = (
@@ -58,7 +60,7 @@ def evaluate(
         )
         for faithful in modes:
             name = model["name"] if faithful else f"{model['name']}_raw"
-            run = generate_answers(model, examples, faithful, conf["finetune"], data)
+            run = generate_answers(model, examples, faithful, runtime, data)
             models[name] = score_answers(model, examples, run, conf["evaluate"])
             answers[name] = run["answers"]
     decision = None

@@ -361,15 +361,18 @@ def conversations(examples: list[dict], system: str | None = None) -> list[list[
 
 @task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
 def generate_answers(
-    model: dict, examples: list[dict], faithful: bool, finetune: dict, data_dir: str
+    model: dict, examples: list[dict], faithful: bool, runtime: dict, data_dir: str
 ) -> dict:
-    """A model's answers to the examples, with wall and CPU seconds (cached per model)."""
+    """A model's answers to the examples, with wall and CPU seconds (cached per model).
+
+    ``runtime``: the backend settings generation depends on (backend, base_model, threads).
+    """
     logger = get_run_logger()
     wall, cpu = time.perf_counter(), time.process_time()
     if model["backend"] == "identity":
         answers = [e["plain"] for e in examples]
     else:
-        backend = get_backend({**finetune, "backend": model["backend"]}, data_dir)
+        backend = get_backend({**runtime, "backend": model["backend"]}, data_dir)
         chats = conversations(examples, model.get("system"))
 
         def progress(done: int, total: int) -> None:
