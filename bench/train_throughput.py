@@ -130,7 +130,8 @@ def build_chats(n_examples: int, chunk_tokens: int) -> tuple[list[dict], int]:
             continue
         articles += 1
         for row in article_examples(record, "train", chunk_tokens):
-            chats.append(to_chat(row["plain"], row["markdown"], system))
+            if row["plain_tokens"] + row["markdown_tokens"] < MAX_TOKENS * 3 // 4:  # no oversized
+                chats.append(to_chat(row["plain"], row["markdown"], system))
         if len(chats) >= n_examples:
             return chats[:n_examples], articles
     sys.exit(f"train_throughput: the corpus has only {len(chats)} examples, not {n_examples}")

@@ -19,6 +19,7 @@ from prefect import flow, get_run_logger
 from backends.local.train import file_sha256
 from config.settings import load_settings
 from tasks.evaluate import (
+    break_even_note,
     decide_promotion,
     generate_answers,
     models_to_compare,
@@ -29,7 +30,7 @@ from tasks.evaluate import (
 )
 from tasks.finetune import current_model, set_current_model
 from tasks.report import publish_evaluation, write_report
-from tasks.store import record_run
+from tasks.store import read_examples, record_run
 
 
 @flow(name="evaluate")
@@ -83,6 +84,7 @@ def evaluate(
         "decision": decision,
         "loss_png": loss_png,
         "worst_examples": settings.evaluate.worst_examples,
+        "break_even": break_even_note(models, 0.0, articles_in_test(data, len(examples))),
         "models": models,
     }
     report_dir = write_report(report, examples, answers, data)
@@ -90,6 +92,13 @@ def evaluate(
     if promote:
         record_run(run_row(report, report_dir, challenger, champion), data)
     return {**report, "report_dir": report_dir}
+
+
+def articles_in_test(data_dir: str, chunks: int) -> float:
+    """How many articles ``chunks`` test chunks add up to (from examples.parquet)."""
+    test = [e for e in read_examples(data_dir) if e["split"] == "test"]
+    per_article = len(test) / max(1, len({e["article_id"] for e in test}))
+    return chunks / per_article if test else 1.0
 
 
 def run_row(report: dict, report_dir: str, challenger: str, champion: str | None) -> dict:

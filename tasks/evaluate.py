@@ -486,3 +486,29 @@ def models_to_compare(
     if champion and champion != challenger:
         models.append({"name": "champion", "backend": finetune["backend"], "model_id": champion})
     return models
+
+
+def break_even_note(models: dict[str, dict], finetune_usd: float, articles: float) -> str:
+    """The seed's break-even figure for each priced model the fine-tune is compared with.
+
+    ``articles``: how many articles the scored test chunks add up to.
+
+    >>> models = {"finetuned": {"cost_usd": 0.0}, "gpt-4o": {"cost_usd": 0.02}}
+    >>> break_even_note(models, 0.5, 1.0)  # 2 cents for the test chunks, which are 1 article
+    'Against gpt-4o: the fine-tune ($0.50) pays for itself after 25 articles.'
+    """
+    articles = max(articles, 1e-9)
+    own = models["finetuned"]["cost_usd"] / articles
+    lines = []
+    for name, model in models.items():
+        if name.startswith(("finetuned", "identity")) or not model["cost_usd"]:
+            continue
+        after = break_even_articles(finetune_usd, own, model["cost_usd"] / articles)
+        when = f"after {after:,.0f} articles" if after is not None else "never (it costs more)"
+        lines.append(f"Against {name}: the fine-tune (${finetune_usd:.2f}) pays for itself {when}.")
+    if not lines:
+        return (
+            "Every model here runs locally: $0 a chunk, and the fine-tune cost CPU time only, "
+            "so it pays for itself at once."
+        )
+    return "\n".join(lines)
