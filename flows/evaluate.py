@@ -61,7 +61,8 @@ def evaluate(
         )
         for faithful in modes:
             name = model["name"] if faithful else f"{model['name']}_raw"
-            run = generate_answers(model, examples, faithful, runtime, data)
+            spec = {k: v for k, v in model.items() if k != "name"}  # cached by model, not role
+            run = generate_answers(spec, examples, faithful, runtime, data)
             models[name] = score_answers(model, examples, run, conf["evaluate"])
             answers[name] = run["answers"]
     decision = None

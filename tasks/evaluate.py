@@ -376,7 +376,7 @@ def generate_answers(
         chats = conversations(examples, model.get("system"))
 
         def progress(done: int, total: int) -> None:
-            logger.info("%s: %d/%d answers", model["name"], done, total)
+            logger.info("%s: %d/%d answers", model["model_id"], done, total)
 
         answers = backend.complete(model["model_id"], chats, progress=progress, faithful=faithful)
     if faithful:

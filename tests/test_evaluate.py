@@ -22,7 +22,7 @@ from tasks.evaluate import decide_promotion, read_test_examples
 from tasks.finetune import current_model
 from tasks.store import read_runs
 
-from conftest import SAMPLE
+from conftest import SAMPLE, task_states
 
 SYSTEM = {"role": "system", "content": "You render plain text into markdown format."}
 N_SAMPLE = len(list((SAMPLE / "posts").glob("*.html")))
@@ -126,8 +126,13 @@ def test_challenger_is_promoted_exactly_when_not_worse(retrained, tmp_path):
     twin = champion[:-12] + "0" * 12
     shutil.copytree(data / "models" / champion, data / "models" / twin)
     with results_in(data):
-        report = evaluate(profile, str(data), model_id=twin, promote=True)
+        state = evaluate(profile, str(data), model_id=twin, promote=True, return_state=True)
+    report = state.result()
     assert set(report["models"]) >= {"finetuned", "champion"}
+    # only the new model generates: identity, base and the champion's answers are cached
+    states = task_states(state)
+    assert states[("generate_answers", "Completed")] == 2  # the twin, faithful and raw
+    assert states[("generate_answers", "Cached")] == 5
     new, old = report["models"]["finetuned"], report["models"]["champion"]
     assert [s["cer"] for s in new["scores"]] == [s["cer"] for s in old["scores"]]
     decision = report["decision"]

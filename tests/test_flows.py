@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from collections import Counter
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.client.schemas.sorting import TaskRunSort
 from typer.testing import CliRunner
 
 from config.runtime import results_in
@@ -20,37 +17,12 @@ from tasks.clean import markdown_to_plain
 from tasks.finetune import current_model
 from tasks.store import read_articles
 
-from conftest import SAMPLE
+from conftest import SAMPLE, task_states
 from sitefixture import site_fixture  # noqa: F401  (the `site` fixture)
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 N_SAMPLE = len(list((SAMPLE / "posts").glob("*.html")))
-
-
-def task_states(flow_state, settle_s: float = 1.5, timeout_s: float = 60) -> Counter:
-    """Counter of (task name, state name) over the task runs of one flow run.
-
-    Prefect records task-run states from events, a moment after the flow returns: poll
-    until every run has a final state and the count has not changed for ``settle_s``.
-    """
-    flow_run_id = flow_state.state_details.flow_run_id
-    seen, stable_since, deadline = None, time.monotonic(), time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with get_client(sync_client=True) as client:
-            runs = client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
-                sort=TaskRunSort.EXPECTED_START_TIME_ASC,
-                limit=200,
-            )
-        if all(run.state and run.state.is_final() for run in runs):
-            counts = Counter((run.name.rsplit("-", 1)[0], run.state.name) for run in runs)
-            if counts != seen:
-                seen, stable_since = counts, time.monotonic()
-            elif time.monotonic() - stable_since >= settle_s:
-                return counts
-        time.sleep(0.25)
-    raise TimeoutError(f"task runs of {flow_run_id} did not settle: {seen}")
 
 
 def latest_artifact(key: str) -> dict:
