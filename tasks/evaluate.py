@@ -34,7 +34,6 @@ two
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -49,6 +48,7 @@ from rapidfuzz.distance import Levenshtein
 
 from backends import get_backend
 from tasks.clean import MD, inline_plain, markdown_to_plain
+from tasks.export import read_jsonl
 from tasks.faithful import repair
 from tasks.tokens import count_tokens
 
@@ -309,16 +309,15 @@ def summarize_scores(scores: list[dict]) -> dict[str, dict[str, float]]:
 def read_chat_jsonl(path: str | Path) -> list[dict]:
     """Examples of a chat JSONL file as ``{"system", "plain", "reference"}``."""
     examples = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            system, user, assistant = json.loads(line)["messages"][:3]
-            examples.append(
-                {
-                    "system": system["content"],
-                    "plain": user["content"],
-                    "reference": assistant["content"],
-                }
-            )
+    for row in read_jsonl(path):
+        system, user, assistant = row["messages"][:3]
+        examples.append(
+            {
+                "system": system["content"],
+                "plain": user["content"],
+                "reference": assistant["content"],
+            }
+        )
     return examples
 
 
