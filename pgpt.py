@@ -6,6 +6,7 @@
     pgpt evaluate [--model ID]     score a model against identity, the base model and the champion
     pgpt format [FILE|-]           render plain text as Markdown with the current model
     pgpt run [--source S]...       the whole retrain flow (default source: the bundled sample)
+    pgpt serve [--port N]          your models behind OpenAI's API (chat, files, fine-tuning)
 
 Every command takes ``--data-dir DIR`` (env ``PGPT_DATA_DIR``, default ``./data``) before the
 command name, and ``--profile NAME`` (a file in ``config/profiles/``).
@@ -144,9 +145,11 @@ def _training_bar() -> Iterator[None]:
 
         def show(event: dict) -> None:
             if event["type"] == "step":
-                stats = f"loss {event['loss']:.4f}  {event['tokens_per_s']:.0f} tok/s"
+                stats = f"loss {event['loss']:.4f}"
+                if event.get("tokens_per_s") is not None:
+                    stats += f"  {event['tokens_per_s']:.0f} tok/s"
                 progress.update(
-                    bar, completed=event["step"], total=event["total_steps"], stats=stats
+                    bar, completed=event["step"], total=event.get("total_steps"), stats=stats
                 )
 
         with training_events(show):
@@ -273,6 +276,28 @@ def run(
     _print_export(result["export"])
     _print_finetune(result["finetune"])
     _print_evaluation(result["evaluate"])
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address (default: serve.host)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: serve.port)")] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="PGPT_SERVER_API_KEY", help="Require this bearer token"),
+    ] = None,
+    profile: Profile = "default",
+) -> None:
+    """Serve the base model and your fine-tunes with OpenAI's API (for any OpenAI client).
+
+    Chat completions (streaming too), files and fine-tuning jobs (trained locally), e.g.
+    ``OpenAI(base_url="http://127.0.0.1:8000/v1", api_key=...)``.
+    """
+    from backends.local.server import serve as serve_app
+    from config.settings import load_settings
+
+    settings = load_settings(profile, _data_dir())
+    serve_app(settings, host=host, port=port, api_key=api_key)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@ already there instead of paying for or computing a second one.
     job_id = backend.start_finetune("train.jsonl", "valid.jsonl", suffix="personal")
     job = backend.follow(job_id, on_event=print)   # blocks until the job ends
     backend.complete(job["model_id"], [[{"role": "user", "content": "Hello"}]])
+
+Backends: ``local`` (``backends.local``: LoRA on the CPU) and ``openai`` (``backends.openai``:
+OpenAI's API or any OpenAI-compatible URL, e.g. ``pgpt serve``). A backend that is paid per
+token also has ``usage_cost(model_id) -> float``: USD of its ``complete`` calls so far.
 """
 
 from __future__ import annotations

@@ -175,6 +175,21 @@ class EvaluateSettings(_Section):
     # evaluated only when OPENAI_API_KEY is set (the OpenAI backend's issue)
 
 
+class RunnerSettings(_Section):
+    """Where the flows' fan-out (cleaning pages, generating evaluation answers) runs."""
+
+    task_runner: Literal["threads", "dask"] = "threads"  # threads: Prefect's thread pool in
+    # the flow's own process (one machine, nothing to set up); dask: a Dask cluster, local or
+    # remote (prefect-dask), so the same flow spreads over many machines
+    threads: int = 8  # the fan-out's thread-pool size ("threads"): more tasks than cores in
+    # flight, so one that waits (on disk, or an API model's answer) leaves the cores busy
+    dask_address: str | None = None  # e.g. "tcp://10.0.0.5:8786": an existing cluster's
+    # scheduler (DATA must then be a shared folder); None starts a LocalCluster per flow run
+    dask_workers: int = 2  # LocalCluster worker processes: one per core of this machine
+    dask_threads_per_worker: int = 1  # cleaning is pure Python (GIL-bound): processes, not
+    # threads, are what run it in parallel
+
+
 class Settings(_Section):
     profile: str = DEFAULT_PROFILE
     data_dir: Path = Path("data")
@@ -185,6 +200,7 @@ class Settings(_Section):
     finetune: FinetuneSettings = Field(default_factory=FinetuneSettings)
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    runner: RunnerSettings = Field(default_factory=RunnerSettings)
 
 
 def load_settings(profile: str | None = None, data_dir: str | Path | None = None) -> Settings:

@@ -5,19 +5,28 @@ as ``<name>_raw``); the scores, a report and charts land in ``DATA/reports/<run 
 ``promote=True`` (the retrain flow) the new model becomes current only if it is not worse
 than the champion, and the run is recorded in ``DATA/parquet/runs.parquet``.
 
+The models' answers are generated in parallel on the task runner that ``runner.task_runner``
+chooses (``flows/runner.py``); on one machine, local models still generate one after the other
+(torch already uses every core), while the identity baseline and API models run alongside.
+
 python flows/evaluate.py [MODEL_ID]
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import flow, get_run_logger
 
+from backends import model_folder
 from backends.local.train import file_sha256
-from config.settings import load_settings
+from backends.openai import is_openai
+from config.settings import Settings, load_settings
+from flows.runner import Backend, fan_out, flow_settings, in_data_dir, one_machine
 from tasks.evaluate import (
     break_even_note,
     decide_promotion,
@@ -40,9 +49,19 @@ def evaluate(
     model_id: str | None = None,
     promote: bool = False,
     loss_png: str | None = None,
+    backend: Backend | None = None,
 ) -> dict:
-    """Score ``model_id`` (default: the current model) and the models it is compared with."""
-    settings = load_settings(profile, data_dir)
+    """Score ``model_id`` (default: the current model) and the models it is compared with.
+
+    Args:
+        profile: A settings profile: a name in config/profiles/ or the path of a YAML file.
+        data_dir: Where everything goes (none: PGPT_DATA_DIR, else ./data).
+        model_id: The model to score (none: the current model, models/current.json).
+        promote: Make it the current model if it is not worse than the champion.
+        loss_png: Its loss curve, for the report (the retrain flow passes it).
+        backend: The backend the model is on, "local" or "openai" (none: the profile's).
+    """
+    settings = flow_settings(profile, data_dir, backend)
     data, conf = str(settings.data_dir), settings.model_dump(mode="json")
     jsonl = Path(data) / "jsonl"
     champion = current_model(data)
@@ -53,18 +72,17 @@ def evaluate(
     train = read_chat_jsonl(jsonl / "train.jsonl") if (jsonl / "train.jsonl").exists() else []
     one_shot = pick_one_shot(train) if train else None
     # what generation depends on (not the training hyperparameters): keeps answers cached
-    runtime = {key: conf["finetune"][key] for key in ("backend", "base_model", "threads")}
+    keys = ("backend", "base_model", "threads", "seed", "openai")
+    runtime = {key: conf["finetune"][key] for key in keys} | {"prices": conf["export"]["prices"]}
+    openai = settings.finetune.openai
+    has_key = bool(openai.api_key_secret or os.environ.get(openai.api_key_env))
+    openai_available = has_key or not is_openai(openai.base_url)
+    compared = models_to_compare(challenger, champion, conf, one_shot, openai_available)
+    runs = generate_all(compared, examples, runtime, settings)
     models, answers = {}, {}
-    for model in models_to_compare(challenger, champion, conf, one_shot):
-        modes = (
-            [True, False] if settings.evaluate.raw and model["backend"] != "identity" else [True]
-        )
-        for faithful in modes:
-            name = model["name"] if faithful else f"{model['name']}_raw"
-            spec = {k: v for k, v in model.items() if k != "name"}  # cached by model, not role
-            run = generate_answers(spec, examples, faithful, runtime, data)
-            models[name] = score_answers(model, examples, run, conf["evaluate"])
-            answers[name] = run["answers"]
+    for name, (model, run) in runs.items():
+        models[name] = score_answers(model, examples, run, conf["evaluate"])
+        answers[name] = run["answers"]
     decision = None
     if promote:
         decision = decide_promotion(
@@ -78,14 +96,16 @@ def evaluate(
             set_current_model(data, challenger)
     now = datetime.now(UTC)
     report = {
-        "run_id": f"{now:%Y%m%d-%H%M%S}-{challenger[-12:]}",
+        "run_id": f"{now:%Y%m%d-%H%M%S}-{model_folder(data, challenger).name[-12:]}",
         "created_at": now.isoformat(),
         "examples": len(examples),
         "data_sha256": file_sha256(jsonl / "test.jsonl"),
         "decision": decision,
         "loss_png": loss_png,
         "worst_examples": settings.evaluate.worst_examples,
-        "break_even": break_even_note(models, 0.0, articles_in_test(data, len(examples))),
+        "break_even": break_even_note(
+            models, finetune_cost(data, challenger), articles_in_test(data, len(examples))
+        ),
         "models": models,
     }
     report_dir = write_report(report, examples, answers, data)
@@ -93,6 +113,44 @@ def evaluate(
     if promote:
         record_run(run_row(report, report_dir, challenger, champion), data)
     return {**report, "report_dir": report_dir}
+
+
+def generate_all(
+    compared: list[dict], examples: list[dict], runtime: dict, settings: Settings
+) -> dict[str, tuple[dict, dict]]:
+    """Every model's answers, faithful (and raw): ``{name: (model, generate_answers run)}``.
+
+    Each (model, mode) is one cached ``generate_answers`` task, submitted to the task runner;
+    on one machine each local model waits for the previous one (``wait_for``).
+    """
+    generate = in_data_dir(generate_answers, settings.data_dir)
+    serial = one_machine(settings.runner)
+    futures, previous_local = {}, None
+    with fan_out(settings.runner) as runner:
+        for model in compared:
+            raw = settings.evaluate.raw and model["backend"] != "identity"
+            for faithful in [True, False] if raw else [True]:
+                name = model["name"] if faithful else f"{model['name']}_raw"
+                spec = {k: v for k, v in model.items() if k != "name"}  # cached by model, not role
+                parameters = {
+                    "model": spec,
+                    "examples": examples,
+                    "faithful": faithful,
+                    "runtime": runtime,
+                    "data_dir": str(settings.data_dir),
+                }
+                local = model["backend"] == "local"
+                wait_for = [previous_local] if serial and local and previous_local else None
+                futures[name] = (model, runner.submit(generate, parameters, wait_for=wait_for))
+                if local:
+                    previous_local = futures[name][1]
+        return {name: (model, future.result()) for name, (model, future) in futures.items()}
+
+
+def finetune_cost(data_dir: str, model_id: str) -> float:
+    """What fine-tuning ``model_id`` cost in USD (its model.json; local fine-tunes: 0)."""
+    path = model_folder(data_dir, model_id) / "model.json"
+    return json.loads(path.read_text()).get("cost_usd") or 0.0 if path.exists() else 0.0
 
 
 def articles_in_test(data_dir: str, chunks: int) -> float:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from prefect import flow, task
 
 from config.settings import load_settings
+from flows.runner import in_data_dir
 from tasks.examples import build_examples
 from tasks.export import export_jsonl
 from tasks.report import article_rows, publish_dataset
@@ -32,7 +33,9 @@ def export(
     """Chunk and split the stored articles and write the validated fine-tuning JSONL."""
     settings = load_settings(profile, data_dir)
     articles = load_articles(str(settings.data_dir))
-    examples = build_examples(articles, settings.examples.model_dump())
+    examples = in_data_dir(build_examples, settings.data_dir)(
+        articles, settings.examples.model_dump()
+    )
     store_examples(examples, str(settings.data_dir))
     exported = export_jsonl(
         examples, str(settings.data_dir), settings.export.model_dump(mode="json")

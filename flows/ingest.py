@@ -5,6 +5,10 @@ expires after ``scrape.refetch_after_hours`` (then a conditional GET), cleaning 
 the page's content hash, and the Parquet file is rewritten only when an article changed.
 A source or page that fails is logged and listed in the summary; the rest goes on.
 
+Fetches run on the flow's own thread pool (they wait on the network, and the per-host
+politeness delay is kept in this process); cleaning fans out on the task runner that
+``runner.task_runner`` chooses (threads, or a Dask cluster: ``flows/runner.py``).
+
     python flows/ingest.py data/sample/posts
 """
 
@@ -14,11 +18,12 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, unmapped
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.futures import PrefectFuture
 
 from config.settings import Settings, load_settings
+from flows.runner import fan_out, in_data_dir
 from tasks.clean import clean_page
 from tasks.scrape import discover_pages, fetch_url
 from tasks.store import store_articles
@@ -51,9 +56,10 @@ def discover(sources: list[str], settings: Settings) -> tuple[list[dict], list[d
 
 def fetch(pages: list[dict], settings: Settings) -> tuple[list[dict], list[dict]]:
     """Download the pages that are not on disk yet (cached for ``refetch_after_hours``)."""
-    fetch_cached = fetch_url.with_options(
+    fetch_cached = in_data_dir(
+        fetch_url,
+        settings.data_dir,
         cache_policy=INPUTS + TASK_SOURCE,
-        persist_result=True,
         cache_expiration=timedelta(hours=settings.scrape.refetch_after_hours),
     )
     remote = [p for p in pages if p["kind"] == "http"]
@@ -67,24 +73,42 @@ def fetch(pages: list[dict], settings: Settings) -> tuple[list[dict], list[dict]
     return [p for p in pages if p["kind"] == "file"] + fetched, failures
 
 
+def clean(raws: list[dict], settings: Settings) -> tuple[list[dict], list[dict]]:
+    """Clean every raw page (cached on its content hash), fanned out on the task runner."""
+    if not raws:
+        return [], []
+    with fan_out(settings.runner) as runner:
+        futures = runner.map(
+            in_data_dir(clean_page, settings.data_dir),
+            {
+                "path": [r["path"] for r in raws],
+                "sha256": [r["sha256"] for r in raws],
+                "url": [r["url"] for r in raws],
+                "source": [r["source"] for r in raws],
+                "clean": unmapped(settings.clean.model_dump()),
+            },
+        )
+        return settle(list(futures), [r["url"] for r in raws])
+
+
 @flow(name="ingest")
 def ingest(
     sources: list[str] | None = None, profile: str = "default", data_dir: str | None = None
 ) -> dict:
-    """Scrape and clean the sources (default: the bundled sample) into articles.parquet."""
+    """Scrape and clean the sources (default: the bundled sample) into articles.parquet.
+
+    Args:
+        sources: Article URLs, RSS/Atom feeds, Medium exports or folders (none: the sample).
+        profile: A settings profile: a name in config/profiles/ or the path of a YAML file.
+        data_dir: Where everything goes (none: PGPT_DATA_DIR, else ./data).
+    """
     settings = load_settings(profile, data_dir)
     sources = sources or [SAMPLE_SOURCE]
     pages, failures = discover(sources, settings)
     if not pages and failures:
         raise RuntimeError(f"every source failed: {failures}")
     raws, fetch_failures = fetch(pages, settings)
-    futures = [
-        clean_page.submit(
-            r["path"], r["sha256"], r["url"], r["source"], settings.clean.model_dump()
-        )
-        for r in raws
-    ]
-    records, clean_failures = settle(futures, [r["url"] for r in raws])
+    records, clean_failures = clean(raws, settings)
     fetched_at = {r["sha256"]: r.get("fetched_at") for r in raws}
     articles = [
         {**a, "fetched_at": fetched_at.get(a["html_sha256"])}

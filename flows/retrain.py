@@ -14,18 +14,34 @@ from flows.evaluate import evaluate
 from flows.export import export
 from flows.finetune import finetune
 from flows.ingest import ingest
+from flows.runner import Backend
 
 
 @flow(name="retrain")
 def retrain(
-    sources: list[str] | None = None, profile: str = "default", data_dir: str | None = None
+    sources: list[str] | None = None,
+    profile: str = "default",
+    data_dir: str | None = None,
+    backend: Backend | None = None,
 ) -> dict:
-    """Ingest, export, fine-tune and evaluate; the new model replaces the champion if not worse."""
+    """Ingest, export, fine-tune and evaluate; the new model replaces the champion if not worse.
+
+    Args:
+        sources: Article URLs, RSS/Atom feeds, Medium exports or folders (none: the sample).
+        profile: A settings profile: a name in config/profiles/ or the path of a YAML file.
+        data_dir: Where everything goes (none: PGPT_DATA_DIR, else ./data).
+        backend: Fine-tune and evaluate on "local" or "openai" (none: the profile's).
+    """
     ingested = ingest(sources, profile, data_dir)
     exported = export(profile, data_dir, ingest_summary=ingested)
-    model = finetune(profile, data_dir, make_current=False)
+    model = finetune(profile, data_dir, make_current=False, backend=backend)
     report = evaluate(
-        profile, data_dir, model_id=model["model_id"], promote=True, loss_png=model["loss_png"]
+        profile,
+        data_dir,
+        model_id=model["model_id"],
+        promote=True,
+        loss_png=model["loss_png"],
+        backend=backend,
     )
     return {"ingest": ingested, "export": exported, "finetune": model, "evaluate": report}
 

@@ -362,22 +362,29 @@ def conversations(examples: list[dict], system: str | None = None) -> list[list[
 def generate_answers(
     model: dict, examples: list[dict], faithful: bool, runtime: dict, data_dir: str
 ) -> dict:
-    """A model's answers to the examples, with wall and CPU seconds (cached per model).
+    """A model's answers to the examples, with wall and CPU seconds and cost (cached per model).
 
-    ``runtime``: the backend settings generation depends on (backend, base_model, threads).
+    ``runtime``: the settings generation depends on (backend, base_model, threads, seed, the
+    openai section, the price table), never an API key.
     """
     logger = get_run_logger()
     wall, cpu = time.perf_counter(), time.process_time()
+    cost = 0.0
     if model["backend"] == "identity":
         answers = [e["plain"] for e in examples]
     else:
-        backend = get_backend({**runtime, "backend": model["backend"]}, data_dir)
+        settings = {k: v for k, v in runtime.items() if k != "prices"}
+        backend = get_backend(
+            {**settings, "backend": model["backend"]}, data_dir, runtime.get("prices")
+        )
         chats = conversations(examples, model.get("system"))
 
         def progress(done: int, total: int) -> None:
             logger.info("%s: %d/%d answers", model["model_id"], done, total)
 
         answers = backend.complete(model["model_id"], chats, progress=progress, faithful=faithful)
+        if hasattr(backend, "usage_cost"):  # priced per token (the openai backend)
+            cost = backend.usage_cost(model["model_id"])
     if faithful:
         answers = [repair(a, e["plain"]) for a, e in zip(answers, examples, strict=True)]
     return {
@@ -385,6 +392,7 @@ def generate_answers(
         "seconds": time.perf_counter() - wall,
         "cpu_seconds": time.process_time() - cpu,
         "output_tokens": sum(count_tokens(a) for a in answers),
+        "cost_usd": cost,
     }
 
 
@@ -402,7 +410,7 @@ def score_answers(model: dict, examples: list[dict], run: dict, evaluate: dict) 
         "seconds_per_example": run["seconds"] / len(examples),
         "output_tokens_per_s": run["output_tokens"] / run["seconds"] if run["seconds"] else None,
         "cpu_seconds": run["cpu_seconds"],
-        "cost_usd": model.get("cost_usd", 0.0),
+        "cost_usd": run.get("cost_usd", 0.0),
         "scores": scores,
     }
 
@@ -466,9 +474,17 @@ def break_even_articles(
 
 
 def models_to_compare(
-    challenger: str, champion: str | None, settings: dict, one_shot: dict | None
+    challenger: str,
+    champion: str | None,
+    settings: dict,
+    one_shot: dict | None,
+    openai_available: bool = False,
 ) -> list[dict]:
-    """The models a run scores: identity, base one-shot, the new model, the champion, OpenAI."""
+    """The models a run scores: identity, base one-shot, the new model, the champion, OpenAI.
+
+    ``evaluate.openai_models`` (one-shot, through the openai backend) only when
+    ``openai_available`` (an API key, or a self-hosted ``finetune.openai.base_url``).
+    """
     finetune, evaluate = settings["finetune"], settings["evaluate"]
     system = settings["export"]["system_message"]
     models = [{"name": "identity", "backend": "identity", "model_id": "identity"}]
@@ -484,6 +500,16 @@ def models_to_compare(
     models.append({"name": "finetuned", "backend": finetune["backend"], "model_id": challenger})
     if champion and champion != challenger:
         models.append({"name": "champion", "backend": finetune["backend"], "model_id": champion})
+    if openai_available and one_shot is not None:
+        for name in evaluate["openai_models"]:
+            models.append(
+                {
+                    "name": name,
+                    "backend": "openai",
+                    "model_id": name,
+                    "system": one_shot_system(system, one_shot),
+                }
+            )
     return models
 
 

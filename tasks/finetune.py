@@ -7,6 +7,8 @@ too (same data and settings -> same job, resumed from its checkpoint after a cra
 >>> progress_line({"type": "step", "step": 3, "total_steps": 90, "loss": 1.234,
 ...                "tokens_per_s": 181.0, "eta_s": 512})
 'step 3/90  loss 1.2340  181 tok/s  ETA 8m32s'
+>>> progress_line({"type": "step", "step": 3, "total_steps": None, "loss": 1.234})
+'step 3/?  loss 1.2340'
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
-from backends import get_backend
+from backends import get_backend, model_folder
 from backends.local import models_dir
 from tasks.atomic import write_atomic
 
@@ -44,11 +46,13 @@ def progress_line(event: dict) -> str:
     if event["type"] != "step":
         fields = {k: v for k, v in event.items() if k != "type"}
         return f"{event['type']}: {fields}"
-    minutes, seconds = divmod(int(event.get("eta_s") or 0), 60)
-    return (
-        f"step {event['step']}/{event['total_steps']}  loss {event['loss']:.4f}  "
-        f"{event['tokens_per_s']:.0f} tok/s  ETA {minutes}m{seconds:02d}s"
-    )
+    line = f"step {event['step']}/{event.get('total_steps') or '?'}  loss {event['loss']:.4f}"
+    if event.get("tokens_per_s") is not None:  # the openai backend's events carry neither
+        line += f"  {event['tokens_per_s']:.0f} tok/s"
+    if event.get("eta_s") is not None:
+        minutes, seconds = divmod(int(event["eta_s"]), 60)
+        line += f"  ETA {minutes}m{seconds:02d}s"
+    return line
 
 
 def current_model(data_dir: str | Path) -> str | None:
@@ -64,11 +68,19 @@ def set_current_model(data_dir: str | Path, model_id: str) -> None:
 
 @task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
 def finetune_model(
-    train: str, valid: str | None, dataset_sha256: str, finetune: dict, data_dir: str
+    train: str,
+    valid: str | None,
+    dataset_sha256: str,
+    finetune: dict,
+    data_dir: str,
+    prices: dict | None = None,
 ) -> dict:
-    """Fine-tune on train/valid JSONL with the configured backend; the finished job."""
+    """Fine-tune on train/valid JSONL with the configured backend; the finished job.
+
+    ``prices``: ``export.prices`` (the openai backend's budget check and cost).
+    """
     logger = get_run_logger()
-    backend = get_backend(finetune, data_dir)
+    backend = get_backend(finetune, data_dir, prices)
     job_id = backend.start_finetune(train, valid)
     logger.info(
         "fine-tuning job %s (%s backend, data %s)", job_id, backend.name, dataset_sha256[:12]
@@ -78,7 +90,7 @@ def finetune_model(
     def on_event(event: dict) -> None:
         for listener in _listeners:
             listener(event)
-        if event["type"] == "step":
+        if event["type"] == "step" and event.get("total_steps"):
             every["n"] = max(1, event["total_steps"] // 40)  # ~40 progress lines a run
             if event["step"] % every["n"] and event["step"] != event["total_steps"]:
                 return
@@ -92,7 +104,7 @@ def finetune_model(
 
 def read_metrics(data_dir: str | Path, model_id: str) -> list[dict]:
     """Rows of the run's metrics.csv (numbers parsed; empty cells None)."""
-    path = models_dir(data_dir) / model_id / "metrics.csv"
+    path = model_folder(data_dir, model_id) / "metrics.csv"
     with path.open(newline="") as f:
         return [
             {k: float(v) if v not in ("", None) else None for k, v in row.items()}
@@ -125,7 +137,7 @@ def plot_loss(rows: list[dict], out: Path) -> Path:
 def publish_training(job: dict, data_dir: str) -> str:
     """Plot the loss curve (loss.png in the run folder) and publish it as Prefect artifacts."""
     rows = read_metrics(data_dir, job["model_id"])
-    png = plot_loss(rows, models_dir(data_dir) / job["model_id"] / "loss.png")
+    png = plot_loss(rows, model_folder(data_dir, job["model_id"]) / "loss.png")
     step = max(1, len(rows) // 50)
     create_table_artifact(
         key="pgpt-loss-curve",

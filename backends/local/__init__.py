@@ -30,6 +30,15 @@ def models_dir(data_dir: str | Path) -> Path:
     return Path(data_dir) / "models"
 
 
+def base_model_id(base_model: str) -> str:
+    """A base model's short id: its folder name, lower case (how ``pgpt serve`` lists it).
+
+    >>> base_model_id("/models/Tiny Model0")
+    'tiny-model0'
+    """
+    return re.sub(r"[^a-z0-9.-]+", "-", Path(base_model).name.lower()).strip("-")
+
+
 class LocalBackend:
     """Fine-tune with ``backends.local.train`` and generate with ``backends.local.generate``."""
 
@@ -43,8 +52,7 @@ class LocalBackend:
     @staticmethod
     def model_id_for(base_model: str, suffix: str, fingerprint: str) -> str:
         """``<base name>-<suffix>-<12 hex>``: readable, unique per data and settings."""
-        base = re.sub(r"[^a-z0-9.-]+", "-", Path(base_model).name.lower()).strip("-")
-        return f"{base}-{suffix}-{fingerprint[:12]}"
+        return f"{base_model_id(base_model)}-{suffix}-{fingerprint[:12]}"
 
     def run_dir(self, model_id: str) -> Path:
         """The run folder of a model (and of the job that makes it)."""
@@ -113,10 +121,24 @@ class LocalBackend:
         """Greedy replies from the merged model (loaded once per backend object)."""
         from backends.local.generate import generate
 
-        if model_id not in self._loaded:
-            self._loaded[model_id] = self._load(model_id)
-        model, tokenizer = self._loaded[model_id]
+        model, tokenizer = self.load(model_id)
         return generate(model, tokenizer, conversations, progress=progress, faithful=faithful)
+
+    def load(self, model_id: str, keep: int | None = None) -> tuple[Any, Any]:
+        """``(model, tokenizer)`` of a model id, loaded once; ``keep``: at most that many stay.
+
+        A fine-tuned model id (its run folder has ``model.json``) loads base + merged adapter;
+        anything else is a base model name or folder (``base_model_dir``). With ``keep``, the
+        least recently used other models are dropped first (a server's memory bound).
+        """
+        if model_id in self._loaded:
+            self._loaded[model_id] = self._loaded.pop(model_id)  # now the most recent
+            return self._loaded[model_id]
+        if keep is not None:
+            while self._loaded and len(self._loaded) >= max(1, keep):
+                self._loaded.pop(next(iter(self._loaded)))  # the least recently used
+        self._loaded[model_id] = self._load(model_id)
+        return self._loaded[model_id]
 
     def _load(self, model_id: str) -> tuple[Any, Any]:
         """A fine-tuned model id, or a base model name / folder as itself."""

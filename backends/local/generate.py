@@ -10,6 +10,11 @@ new tokens comes from the length of its last message (the text to format, not th
 message, which may hold a one-shot example); a batch generates for its largest budget, but
 each answer is cut to its OWN budget, so it never depends on the batch or the others.
 
+For a server (``backends.local.server``) the same function also samples (``temperature`` >
+0, ``top_p``, ``seed``), streams one conversation's tokens (``streamer``), stops early when
+``should_stop()`` turns true, and reports token counts and why each answer ended
+(``details``). Left at their defaults these change nothing.
+
 >>> max_new_tokens_for(100)
 182
 >>> max_new_tokens_for(5000)
@@ -89,6 +94,29 @@ def _budget(
     return min(budget, max(1, context - prompt_len)) if context else budget
 
 
+def _stopping_criteria(should_stop: Callable[[], bool] | None) -> Any:
+    """``StoppingCriteriaList`` that ends every row once ``should_stop()`` is true (or empty)."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class _Callback(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            done = bool(should_stop()) if should_stop is not None else False
+            return torch.full((input_ids.shape[0],), done, dtype=torch.bool)
+
+    return StoppingCriteriaList([_Callback()] if should_stop is not None else [])
+
+
+def _sampling(temperature: float, top_p: float) -> dict[str, Any]:
+    """``model.generate`` arguments: greedy (nothing to add) at 0, else OpenAI-style sampling."""
+    if temperature < 0 or not 0 < top_p <= 1:
+        raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, not {temperature}, {top_p}")
+    if temperature == 0:
+        return {}
+    # top_k=0 turns off the top-k filter a generation config may carry: OpenAI has none
+    return {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+
+
 def _until_stop(tokens: list[int], stops: list[int]) -> list[int]:
     """``tokens`` up to (without) the first stop token: the padding after it is dropped too."""
     ends = [tokens.index(stop) for stop in stops if stop in tokens]
@@ -104,11 +132,25 @@ def generate(
     max_new_tokens: int | None = None,
     progress: Callable[[int, int], Any] | None = None,
     faithful: bool = False,
+    max_new_tokens_cap: int | None = None,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    streamer: Any = None,
+    should_stop: Callable[[], bool] | None = None,
+    details: list[dict[str, Any]] | None = None,
 ) -> list[str]:
     """Greedy answers to ``conversations`` (assistant prompt added), in the input order.
 
     ``faithful``: decode under ``backends.local.faithful`` so each answer keeps the words of
     its conversation's last message (the plain text) and only adds markup.
+    ``max_new_tokens_cap``: upper bound on every budget (fixed or derived from the input).
+    ``temperature`` > 0 samples (with nucleus ``top_p``; ``seed`` makes it reproducible
+    without touching the caller's RNG); 0 is greedy. ``streamer``: a transformers streamer
+    fed each new token (one conversation only). ``should_stop``: polled after every token;
+    true ends generation. ``details``: if given, one dict per conversation is appended, in
+    the input order: ``prompt_tokens``, ``completion_tokens`` and ``finish_reason`` ("stop":
+    an end token; "length": the budget; "cancelled": ``should_stop``).
     """
     import torch
     from transformers import LogitsProcessorList
@@ -117,6 +159,10 @@ def generate(
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+    if streamer is not None and len(conversations) != 1:
+        raise ValueError(f"a streamer takes one conversation, not {len(conversations)}")
+    sampling = _sampling(temperature, top_p)
+    stopping = _stopping_criteria(should_stop)
     prompts = [
         tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
         for conv in conversations
@@ -127,6 +173,9 @@ def generate(
         _budget(model, tokenizer, conv, len(row), max_new_tokens)
         for conv, row in zip(conversations, ids, strict=True)
     ]
+    if max_new_tokens_cap is not None:
+        budgets = [min(budget, max(1, max_new_tokens_cap)) for budget in budgets]
+    found: list[dict[str, Any]] = [{} for _ in ids]
     stops = stop_token_ids(tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     answers: list[str] = [""] * len(ids)
@@ -144,26 +193,48 @@ def generate(
         if faithful:
             plains = [conversations[i][-1]["content"] for i in rows]
             processors.append(FaithfulProcessor(tokenizer, plains, stops, width))
-        with torch.inference_mode():
+        extra: dict[str, Any] = {"do_sample": False, **sampling}
+        if streamer is not None:
+            extra["streamer"] = streamer
+        if stopping:
+            extra["stopping_criteria"] = stopping
+        fork_devices: list = []  # CPU only: fork_rng must not touch (or initialise) CUDA
+        with (
+            torch.inference_mode(),
+            torch.random.fork_rng(devices=fork_devices, enabled=seed is not None),
+        ):
+            if seed is not None:
+                torch.manual_seed(seed)
             out = model.generate(
                 input_ids=batch["input_ids"],
                 attention_mask=batch["attention_mask"],
-                do_sample=False,
                 num_beams=1,
                 use_cache=True,
                 max_new_tokens=max(budgets[i] for i in rows),
                 eos_token_id=stops,
                 pad_token_id=pad_id,
                 logits_processor=processors,
+                **extra,
             )
         # Each row keeps at most its OWN budget, so an answer never depends on the batching.
-        new_tokens = [
-            _until_stop(out[j, width:].tolist(), stops)[: budgets[i]] for j, i in enumerate(rows)
-        ]
+        new_tokens = []
+        for j, i in enumerate(rows):
+            row = out[j, width:].tolist()
+            kept = _until_stop(row, stops)[: budgets[i]]
+            new_tokens.append(kept)
+            ended = len(kept) < min(len(row), budgets[i]) and row[len(kept)] in stops
+            reason = "stop" if ended else "length" if len(kept) >= budgets[i] else "cancelled"
+            found[i] = {
+                "prompt_tokens": len(ids[i]),
+                "completion_tokens": len(kept),
+                "finish_reason": reason,
+            }
         texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         for i, text in zip(rows, texts, strict=True):
             answers[i] = text.strip()
         done += len(rows)
         if progress is not None:
             progress(done, len(ids))
+    if details is not None:
+        details.extend(found)
     return answers
