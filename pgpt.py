@@ -108,9 +108,11 @@ def export(profile: Profile = "default") -> None:
 
 def _print_finetune(job: dict) -> None:
     m = job["metrics"]
+    speed = f" at {m['tokens_per_s']} tok/s" if m.get("tokens_per_s") else ""
+    cost = f", ${m['cost_usd']:.2f}" if m.get("cost_usd") else ""  # the openai backend
     console.print(
         f"Fine-tuned [bold]{job['model_id']}[/bold]: {m.get('steps')} steps, "
-        f"{m.get('tokens_seen'):,} tokens at {m.get('tokens_per_s')} tok/s, "
+        f"{m.get('tokens_seen') or 0:,} tokens{speed}{cost}, "
         f"final train loss {_num(m.get('final_train_loss'))}, "
         f"valid loss {_num(m.get('final_valid_loss'))}",
         soft_wrap=True,

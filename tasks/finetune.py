@@ -9,6 +9,8 @@ too (same data and settings -> same job, resumed from its checkpoint after a cra
 'step 3/90  loss 1.2340  181 tok/s  ETA 8m32s'
 >>> progress_line({"type": "step", "step": 3, "total_steps": None, "loss": 1.234})
 'step 3/?  loss 1.2340'
+>>> progress_line({"type": "status", "level": "info", "message": "Fine-tuning job started"})
+'Fine-tuning job started'
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ def training_events(listener: Callable[[dict], None]) -> Iterator[None]:
 
 def progress_line(event: dict) -> str:
     """One line for a training event: step, loss, tokens/s and ETA."""
+    if event["type"] == "status":  # a job event of the openai backend
+        return event["message"]
     if event["type"] != "step":
         fields = {k: v for k, v in event.items() if k != "type"}
         return f"{event['type']}: {fields}"

@@ -341,6 +341,22 @@ def test_retrain_flow_with_the_openai_backend(
     assert current_model(data) == model_id
     assert Path(result["finetune"]["loss_png"]).is_file()
 
+    # the CLI on the same data: the fine-tune is cached (no second job), then format with it
+    from typer.testing import CliRunner
+
+    from pgpt import app
+
+    cli = ["--data-dir", str(data)]
+    finetuned = CliRunner().invoke(app, [*cli, "finetune", "--profile", str(profile)])
+    assert finetuned.exit_code == 0, finetuned.output
+    assert f"Fine-tuned {model_id}:" in " ".join(finetuned.output.split())
+    backend = OpenAIBackend(data, load_settings(str(profile), data).finetune.model_dump())
+    assert len(server_jobs(backend, backend.records()[0]["training_file"])) == 1
+    plain = "A title\nSome words to format."
+    formatted = CliRunner().invoke(app, [*cli, "format", "-", "--profile", str(profile)], plain)
+    assert formatted.exit_code == 0, formatted.output
+    assert markdown_to_plain(formatted.stdout.strip()) == plain  # faithful, then repaired
+
     # the API key is in no file: not the data dirs, not Prefect's home or its database
     from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL
 
