@@ -1,32 +1,26 @@
 """Fine-tune flow: DATA/jsonl/{train,valid}.jsonl -> a fine-tuned model.
 
-Training holds the machine's training slot, the global concurrency limit
-``pgpt-train-<hostname>`` (limit 1, created on first use): two local trainings on one machine,
-from two deployment runs, a worker and the CLI alike, never run at the same time (on 2 cores
-two torch processes slow each other 5-10x); the second waits for the slot.
+Training holds the machine's training slot, a lock file (``training_lock``): two local
+trainings on one machine, from two deployment runs, a worker and the CLI alike, never run at
+the same time (on 2 cores two torch processes slow each other 5-10x); the second waits.
 
 python flows/finetune.py
 """
 
 from __future__ import annotations
 
-import socket
+import os
+import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-from prefect.concurrency.sync import concurrency
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from backends.local.train import file_sha256
 from config.settings import load_settings
 from flows.runner import Backend, flow_settings, in_data_dir
 from tasks.finetune import finetune_model, publish_training, set_current_model
-
-TRAINING_SLOTS = 1  # trainings at once on one machine: torch already uses every core
 
 
 def cancel_remote_jobs(flow: object, flow_run: object, state: object) -> None:
@@ -40,27 +34,34 @@ def cancel_remote_jobs(flow: object, flow_run: object, state: object) -> None:
         backend.cancel_jobs_of_flow_run(str(flow_run.id))
 
 
-def training_slot_name() -> str:
-    """The global concurrency limit that this machine's trainings share."""
-    return f"pgpt-train-{socket.gethostname()}"
+def training_lock() -> Path:
+    """The lock file this machine's trainings share (env ``PGPT_TRAIN_LOCK`` to move it)."""
+    default = Path(tempfile.gettempdir()) / "pgpt-train.lock"
+    return Path(os.environ.get("PGPT_TRAIN_LOCK") or default)
 
 
 @contextmanager
 def training_slot() -> Iterator[None]:
-    """Hold this machine's training slot (waiting for it), creating its limit if missing."""
-    name = training_slot_name()
-    with get_client(sync_client=True) as client:
+    """Hold this machine's training slot, waiting for it if another training has it.
+
+    An OS file lock, not a Prefect concurrency limit: the kernel frees it when its process
+    dies, so a killed run (Ctrl-C, SIGKILL, a crashed worker) never leaves the slot taken,
+    whereas a Prefect slot taken from an ephemeral API outlives the process that held it.
+    """
+    import fcntl
+
+    path = training_lock()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
         try:
-            client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            # (an existing limit, e.g. raised with `prefect gcl update`, is left as it is)
-            with suppress(ObjectAlreadyExists):  # another run created it a moment ago
-                client.create_global_concurrency_limit(
-                    GlobalConcurrencyLimitCreate(name=name, limit=TRAINING_SLOTS)
-                )
-    get_run_logger().info("waiting for the training slot %s", name)
-    with concurrency(name, occupy=1, strict=True):
-        yield
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            get_run_logger().info("waiting for the training slot %s (another training)", path)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @flow(name="finetune", on_cancellation=[cancel_remote_jobs])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import queue
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -135,18 +134,15 @@ print(json.dumps({"flow_run_id": str(state.state_details.flow_run_id), "ok": sta
 
 def test_a_training_waits_while_another_holds_the_machines_slot(retrained, tmp_path):
     """While the training slot of this machine is taken, a fine-tune waits; then it trains."""
+    import fcntl
+
+    from flows.finetune import training_lock
+
     service, data = retrained.service, tmp_path / "data"
     shutil.copytree(retrained.data_dir / "jsonl", data / "jsonl")
-    name = f"pgpt-train-{socket.gethostname()}"  # created by the retrain runs' trainings
-    assert service.get(f"/v2/concurrency_limits/{name}")["limit"] == 1
     lines: queue.Queue[str] = queue.Queue()
-    # hold the slot as another training would (through the REST API: this test process keeps
-    # no Prefect client of that server)
-    held = service.post(
-        "/v2/concurrency_limits/increment-with-lease",
-        {"names": [name], "slots": 1, "mode": "concurrency", "lease_duration": 120},
-    )
-    try:
+    with training_lock().open("a") as held:  # hold the slot as another training would
+        fcntl.flock(held, fcntl.LOCK_EX)
         process = subprocess.Popen(
             [sys.executable, "-c", TRAIN, retrained.profile, str(data)],
             cwd=ROOT,
@@ -162,10 +158,8 @@ def test_a_training_waits_while_another_holds_the_machines_slot(retrained, tmp_p
         time.sleep(3)  # the other training goes on: this one must still be waiting
         assert process.poll() is None, "".join(output)
         assert (data / "models").exists() is False
-    finally:
         released = datetime.now(UTC)
-        release = {"lease_id": held["lease_id"]}
-        assert service.post_raw("/v2/concurrency_limits/decrement-with-lease", release).is_success
+        fcntl.flock(held, fcntl.LOCK_UN)
     assert process.wait(timeout=180) == 0
     while not lines.empty():
         output.append(lines.get())
@@ -176,5 +170,34 @@ def test_a_training_waits_while_another_holds_the_machines_slot(retrained, tmp_p
     ]
     assert [t["state_name"] for t in training] == ["Completed"]
     assert when(training[0]["start_time"]) >= released
-    limit = service.get(f"/v2/concurrency_limits/{name}")
-    assert (limit["limit"], limit["active_slots"]) == (1, 0)
+
+
+HOLD = """\
+import fcntl, sys, time
+from flows.finetune import training_lock
+with training_lock().open("a") as handle:
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    print("holding", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_killed_training_frees_the_slot():
+    """A run SIGKILLed while training leaves no slot taken: the next one starts at once."""
+    from flows.finetune import training_lock, training_slot
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline() == "holding\n"
+        import fcntl
+
+        with training_lock().open("a") as probe, pytest.raises(BlockingIOError):
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # taken while it lives
+    finally:
+        holder.kill()
+        holder.wait()
+    started = time.monotonic()
+    with training_slot():
+        assert time.monotonic() - started < 1.0  # no wait: the kernel freed it
