@@ -292,6 +292,22 @@ def test_cancellation_hook_cancels_the_flow_runs_job(server, tiny_model, tmp_pat
     assert backend.get_job(job_id)["status"] == "cancelled"
 
 
+def test_a_bad_file_is_refused_before_upload(server, tiny_model, tmp_path, key_env):
+    """Invalid data stops at the estimate, naming the line: nothing uploaded, no job."""
+    from tasks.export import DatasetError
+
+    base_url, _ = server
+    train = tmp_path / "train.jsonl"
+    rows = [*chat_examples(12, "bad"), {"messages": [{"role": "user"}]}]
+    train.write_text("".join(json.dumps(row) + "\n" for row in rows))  # write_jsonl refuses it
+    backend = OpenAIBackend(tmp_path / "data", finetune_settings(base_url, tiny_model))
+    files, jobs = len(list(backend.client.files.list())), len(server_jobs(backend))
+    with pytest.raises(DatasetError, match=r"train\.jsonl line 13: message 1 has no 'content'"):
+        backend.start_finetune(str(train), None)
+    assert (len(list(backend.client.files.list())), len(server_jobs(backend))) == (files, jobs)
+    assert backend.records() == []
+
+
 def test_server_rejects_a_wrong_key(server, tiny_model, tmp_path, monkeypatch):
     import openai
 
