@@ -43,7 +43,6 @@ from config.settings import ExportSettings, OpenAISettings, Price
 from tasks.atomic import write_atomic
 
 OPENAI_HOST = "api.openai.com"
-ORG = "personal"  # the organization part a job record is filed under, for readers
 STOP_SIGNALS: tuple[type[BaseException], ...] = (KeyboardInterrupt, SystemExit)
 
 
@@ -70,13 +69,10 @@ def is_openai(base_url: str | None) -> bool:
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:
-    """Prefect's run logger inside a flow or task, else this module's logger."""
-    try:
-        from prefect import get_run_logger
+    """The Prefect run logger inside a run, else this module's (``config.runtime.run_logger``)."""
+    from config.runtime import run_logger
 
-        return get_run_logger()
-    except Exception:  # outside a run
-        return logging.getLogger(__name__)
+    return run_logger(__name__)
 
 
 def _stop_signals() -> tuple[type[BaseException], ...]:

@@ -37,8 +37,6 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
-from prefect.exceptions import MissingContextError
-from prefect.logging import get_run_logger
 
 from config.settings import ExportSettings
 from tasks.atomic import atomic_path, write_atomic
@@ -335,11 +333,10 @@ def write_jsonl(path: str | Path, examples: Sequence[object]) -> None:
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:
-    """The Prefect run logger inside a flow or task run, else this module's logger."""
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger(__name__)
+    """The Prefect run logger inside a run, else this module's (``config.runtime.run_logger``)."""
+    from config.runtime import run_logger
+
+    return run_logger(__name__)
 
 
 def _chats_by_split(examples: list[dict], system_message: str) -> dict[str, list[dict]]:

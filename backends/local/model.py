@@ -36,13 +36,10 @@ MARKER = "converted.json"  # written last: its presence means the folder is comp
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:
-    """The Prefect run logger inside a flow or task run, else this module's logger."""
-    try:
-        from prefect.logging import get_run_logger
+    """The Prefect run logger inside a run, else this module's (``config.runtime.run_logger``)."""
+    from config.runtime import run_logger
 
-        return get_run_logger()
-    except Exception:
-        return logging.getLogger(__name__)
+    return run_logger(__name__)
 
 
 def find_gguf() -> Path:
