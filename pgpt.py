@@ -24,6 +24,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+# Without PREFECT_API_URL, Prefect runs a temporary server for each command. Keep it from
+# sending telemetry (offline, every run would log an error), give it time to start on a busy
+# machine, and keep its shutdown quiet: it is stopped when the command ends, while its
+# services may still be flushing the last events, and that logs tracebacks after a run that
+# succeeded. Each is only a default: the user's own Prefect settings win.
+if not os.environ.get("PREFECT_API_URL"):
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
+
 app = typer.Typer(help="personal-gpt: your own personal ChatGPT.", no_args_is_help=True)
 console = Console()
 

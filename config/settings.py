@@ -51,6 +51,8 @@ class CleanSettings(_Section):
 class ExamplesSettings(_Section):
     chunk_tokens: int = 512  # Markdown tokens (cl100k_base) per chunk; fits SmolLM2's context
     # twice over (plain in + markdown out) and keeps CPU training batches short
+    max_chunks_per_article: int | None = None  # None: every chunk. N: at most N per article,
+    # spread evenly through it (the seed took 4), so one very long piece cannot dominate
     test_fraction: float = 0.10  # share of articles held out for evaluation (at least one)
     valid_fraction: float = 0.10  # share of articles for validation loss (at least one if >= 3)
     seed: int = 42  # the split is a pure function of (article ids, seed)

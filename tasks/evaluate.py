@@ -241,7 +241,8 @@ def text_cer(prediction: str, plain: str) -> float:
 
 
 def score_example(prediction: str, reference: str, plain: str) -> dict:
-    """All metrics of one prediction: cer, chrf, structure_f1 (overall), text_cer, structure."""
+    """All metrics of one prediction: cer, chrf, structure_f1 (overall), text_cer, structure
+    (F1 per kind) and structure_counts ((matched, predicted, reference) per kind)."""
     structure = structure_f1(prediction, reference)
     return {
         "cer": cer(prediction, reference),
@@ -249,6 +250,28 @@ def score_example(prediction: str, reference: str, plain: str) -> dict:
         "structure_f1": structure["overall"],
         "text_cer": text_cer(prediction, plain),
         "structure": {kind: structure[kind] for kind in KINDS},
+        "structure_counts": structure_counts(prediction, reference),
+    }
+
+
+def structure_by_kind(scores: list[dict]) -> dict[str, dict]:
+    """Micro F1 per element kind over many examples, with the kind's reference count.
+
+    Only kinds that occur in a reference or a prediction are listed.
+
+    >>> pairs = [("# A\\n\\n*b*", "# A\\n\\nb"), ("- x", "- x\\n- y")]
+    >>> by_kind = structure_by_kind([score_example(p, r, "") for p, r in pairs])
+    >>> {kind: (round(v["f1"], 3), v["reference"]) for kind, v in by_kind.items()}
+    {'heading': (1.0, 1), 'list_item': (0.667, 2), 'emphasis': (0.0, 0)}
+    """
+    totals = {kind: [0, 0, 0] for kind in KINDS}
+    for score in scores:
+        for kind, counts in score["structure_counts"].items():
+            totals[kind] = [a + b for a, b in zip(totals[kind], counts, strict=True)]
+    return {
+        kind: {"f1": f1(*counts), "reference": counts[2]}
+        for kind, counts in totals.items()
+        if counts[1] or counts[2]
     }
 
 
@@ -411,6 +434,7 @@ def score_answers(model: dict, examples: list[dict], run: dict, evaluate: dict) 
         "output_tokens_per_s": run["output_tokens"] / run["seconds"] if run["seconds"] else None,
         "cpu_seconds": run["cpu_seconds"],
         "cost_usd": run.get("cost_usd", 0.0),
+        "structure_by_kind": structure_by_kind(scores),
         "scores": scores,
     }
 

@@ -3,9 +3,11 @@
 Chunking: an article's Markdown is cut into its top-level blocks (markdown-it's block
 tokens: a paragraph, a heading, a whole list, a whole code block, a whole table, a whole
 quote), then blocks are packed greedily into chunks of at most ``chunk_tokens`` cl100k
-tokens of Markdown. A chunk never ends inside a code block or a list; a single block longer
-than the budget becomes a chunk of its own (counted as ``oversized`` in the stats). Each
-chunk's plain text is ``markdown_to_plain(chunk)``, so input and target correspond exactly.
+tokens of Markdown. A block over the budget is first cut into blocks of its own kind: a
+code block at its lines (fenced again), a list at its items, a table at its rows (header
+repeated), a quote at its lines, a paragraph at its sentences; only what cannot be cut (one
+long line or item) stays over the budget. Each chunk's plain text is
+``markdown_to_plain(chunk)``, so input and target correspond exactly.
 
 Splitting is by article, never by chunk, so no article leaks between train and test. Each
 article's split is a pure function of its id and the seed: ``u = sha256(f"{seed}:{id}")``
@@ -14,8 +16,10 @@ valid_fraction`` -> valid, else train. Adding an article never moves another one
 draw leaves the test split empty, the article with the smallest ``u`` goes to test (and
 likewise valid, when there are at least three articles).
 
->>> chunk_markdown("# Title\\n\\nOne.\\n\\n- a\\n- b", max_tokens=4)
-['# Title', 'One.', '- a\\n- b']
+>>> chunk_markdown("# Title\\n\\nOne.\\n\\n- a\\n- b", max_tokens=5)
+['# Title\\n\\nOne.', '- a\\n- b']
+>>> chunk_markdown("# Title\\n\\nOne.\\n\\n- a\\n- b", max_tokens=4)  # the list is cut
+['# Title', 'One.', '- a', '- b']
 >>> chunk_plain("Title\\nOne.\\nTwo.", max_tokens=4)
 ['Title\\nOne.', 'Two.']
 >>> assign_splits(["a", "b", "c", "d"], test_fraction=0.25, valid_fraction=0.25, seed=0)
@@ -25,6 +29,8 @@ likewise valid, when there are at least three articles).
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Callable
 
 from markdown_it import MarkdownIt
 from prefect import task
@@ -47,20 +53,136 @@ def split_blocks(markdown: str) -> list[str]:
     return [b for b in blocks if b.strip()]
 
 
-def chunk_markdown(markdown: str, max_tokens: int) -> list[str]:
-    """Pack whole blocks greedily into chunks of at most ``max_tokens`` tokens."""
-    chunks: list[str] = []
+def pack(units: list[str], render: Callable[[list[str]], str], max_tokens: int) -> list[str]:
+    """Greedily group consecutive units into pieces whose ``render`` is at most ``max_tokens``.
+
+    A unit over the budget on its own is a piece of its own.
+
+    >>> pack(["a", "b", "c"], " ".join, max_tokens=2)
+    ['a b', 'c']
+    """
+    pieces: list[str] = []
     current: list[str] = []
-    for block in split_blocks(markdown):
-        candidate = "\n\n".join([*current, block])
-        if current and count_tokens(candidate) > max_tokens:
-            chunks.append("\n\n".join(current))
-            current = [block]
-        else:
-            current.append(block)
+    for unit in units:
+        if current and count_tokens(render([*current, unit])) > max_tokens:
+            pieces.append(render(current))
+            current = []
+        current.append(unit)
     if current:
-        chunks.append("\n\n".join(current))
-    return chunks
+        pieces.append(render(current))
+    return pieces
+
+
+def cut_text(text: str, max_tokens: int) -> list[str]:
+    r"""A paragraph's source as units: sentences, and words where a sentence is over budget.
+
+    A cut is made only where it leaves no emphasis, code span or link open and where the
+    next unit cannot start another kind of block (``- ``, ``1. ``, ``#``, ``>``, ...).
+
+    >>> cut_text("One *two. Three* four. Five six.", max_tokens=100)
+    ['One *two. Three* four. ', 'Five six.']
+    >>> cut_text("One two three four five six seven. Eight.", max_tokens=4)
+    ['One ', 'two ', 'three ', 'four ', 'five ', 'six ', 'seven. ', 'Eight.']
+    """
+    units = []
+    for sentence in cut_at(text, SENTENCE_END):
+        units += cut_at(sentence, SPACE) if count_tokens(sentence) > max_tokens else [sentence]
+    return units
+
+
+SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
+SPACE = re.compile(r"\s+")
+BLOCK_START = re.compile(r"([-+*]|\d+[.)])(\s|$)|#|>|```|~~~|\||=+\s*$|-+\s*$")
+
+
+def cut_at(text: str, gap: re.Pattern) -> list[str]:
+    """The text cut after each ``gap`` match that leaves no inline markup open (see cut_text)."""
+    units: list[str] = []
+    start = scanned = stars = ticks = brackets = 0
+    for match in gap.finditer(text):
+        segment = re.sub(r"\\.", "", text[scanned : match.start()])  # escaped \* is no markup
+        scanned = match.start()
+        stars, ticks = stars + segment.count("*"), ticks + segment.count("`")
+        brackets += segment.count("[") - segment.count("]")
+        balanced = stars % 2 == 0 and ticks % 2 == 0 and brackets == 0
+        if balanced and match.end() < len(text) and not BLOCK_START.match(text, match.end()):
+            units.append(text[start : match.end()])
+            start = match.end()
+    return [*units, text[start:]] if start < len(text) else units
+
+
+def trim(lines: list[str], blank: str) -> list[str]:
+    """The lines without the leading and trailing ones that are only ``blank`` (and spaces)."""
+    kept = [i for i, line in enumerate(lines) if line.strip() not in ("", blank)]
+    return lines[kept[0] : kept[-1] + 1] if kept else []
+
+
+def unbreak(piece: str) -> str:
+    r"""A piece without its surrounding whitespace and a hard line break (``\``) at its end.
+
+    Cut there, the break would end the block and so be read as a literal backslash.
+    """
+    piece = piece.strip()
+    return piece[:-1].rstrip() if piece.endswith("\\") and not piece.endswith("\\\\") else piece
+
+
+def split_block(block: str, max_tokens: int) -> list[str]:
+    r"""A block over the budget cut into blocks of the same kind that fit, where it can be cut.
+
+    A fenced code block is cut at its lines (each piece fenced again), a list at its top-level
+    items, a table at its rows (each piece repeats the header), a quote at its lines and a
+    paragraph at its sentences (at its words, where a sentence alone is too long). A piece that
+    cannot be cut further (one long line, one long item) stays over the budget; a block whose
+    pieces would not parse as the same kind of block is not cut at all.
+
+    >>> split_block("```py\nx = 1\ny = 2\n```", max_tokens=8)
+    ['```py\nx = 1\n```', '```py\ny = 2\n```']
+    >>> split_block("- a\n- b\n  - c", max_tokens=4)
+    ['- a', '- b\n  - c']
+    """
+    if count_tokens(block) <= max_tokens:
+        return [block]
+    tokens = _PARSER.parse(block)
+    first, lines = tokens[0], block.split("\n")
+    closed = len(lines) > 2 and lines[-1].strip().startswith(lines[0].strip()[:3])
+    if first.type == "fence" and closed:
+        head, tail = lines[0], lines[-1]
+        pieces = pack(lines[1:-1], lambda ls: "\n".join([head, *ls, tail]), max_tokens)
+    elif first.type in ("bullet_list_open", "ordered_list_open"):
+        starts = [t.map[0] for t in tokens if t.type == "list_item_open" and t.level == 1]
+        ends = [*starts[1:], len(lines)]
+        items = ["\n".join(lines[a:b]) for a, b in zip(starts, ends, strict=True)]
+        pieces = pack(items, lambda ls: "\n".join(ls).strip("\n"), max_tokens)
+    elif first.type == "table_open":
+        pieces = pack(lines[2:], lambda ls: "\n".join([*lines[:2], *ls]), max_tokens)
+    elif first.type == "blockquote_open" and all(line.startswith(">") for line in lines):
+        pieces = pack(lines, lambda ls: unbreak("\n".join(trim(ls, ">"))), max_tokens)
+    elif first.type == "paragraph_open":
+        pieces = pack(cut_text(block, max_tokens), lambda ls: unbreak("".join(ls)), max_tokens)
+    else:
+        return [block]
+    same_kind = all(
+        len(split_blocks(piece)) == 1 and _PARSER.parse(piece)[0].type == first.type
+        for piece in pieces
+    )
+    return pieces if pieces and same_kind else [block]
+
+
+def chunk_markdown(markdown: str, max_tokens: int) -> list[str]:
+    r"""Pack whole blocks greedily into chunks of at most ``max_tokens`` tokens.
+
+    A block over the budget is first cut into pieces (:func:`split_block`); each piece but the
+    last is a chunk of its own, so two pieces of one block never meet in a chunk.
+    """
+    blocks: list[str] = []
+    chunks: list[str] = []
+    for block in split_blocks(markdown):
+        *whole, last = split_block(block, max_tokens)
+        if whole:
+            chunks += [*pack(blocks, "\n\n".join, max_tokens), *whole] if blocks else whole
+            blocks = []
+        blocks.append(last)
+    return chunks + pack(blocks, "\n\n".join, max_tokens)
 
 
 def chunk_plain(plain: str, max_tokens: int) -> list[str]:
@@ -69,16 +191,8 @@ def chunk_plain(plain: str, max_tokens: int) -> list[str]:
     Plain text has one block per line, so this cuts new text the way the training examples
     were cut (at block boundaries); a single line over the budget is a chunk of its own.
     """
-    chunks: list[str] = []
-    current: list[str] = []
-    for line in plain.strip("\n").split("\n"):
-        if current and count_tokens("\n".join([*current, line])) > max_tokens:
-            chunks.append("\n".join(current))
-            current = []
-        current.append(line)
-    if current and any(line.strip() for line in current):
-        chunks.append("\n".join(current))
-    return chunks
+    chunks = pack(plain.strip("\n").split("\n"), "\n".join, max_tokens)
+    return [chunk for chunk in chunks if chunk.strip()]
 
 
 def _unit(article_id: str, seed: int) -> float:
@@ -108,10 +222,25 @@ def assign_splits(
     return splits
 
 
-def article_examples(article: dict, split: str, chunk_tokens: int) -> list[dict]:
-    """The examples (one per chunk) of one article."""
+def spread(n: int, k: int | None) -> list[int]:
+    """``k`` indices of ``range(n)`` spread evenly, the first and last included (all if k >= n).
+
+    >>> spread(10, 4), spread(3, 4), spread(5, 1)
+    ([0, 3, 6, 9], [0, 1, 2], [0])
+    """
+    if k is None or k >= n:
+        return list(range(n))
+    return [round(i * (n - 1) / (k - 1)) for i in range(k)] if k > 1 else [0]
+
+
+def article_examples(
+    article: dict, split: str, chunk_tokens: int, max_chunks: int | None = None
+) -> list[dict]:
+    """The examples (one per chunk) of one article; at most ``max_chunks``, spread evenly."""
+    chunks = chunk_markdown(article["markdown"], chunk_tokens)
     rows = []
-    for index, markdown in enumerate(chunk_markdown(article["markdown"], chunk_tokens)):
+    for index in spread(len(chunks), max_chunks):
+        markdown = chunks[index]
         plain = markdown_to_plain(markdown)
         rows.append(
             {
@@ -138,5 +267,6 @@ def build_examples(articles: list[dict], examples: dict) -> list[dict]:
     )
     rows = []
     for article in sorted(articles, key=lambda a: a["id"]):
-        rows += article_examples(article, splits[article["id"]], examples["chunk_tokens"])
+        split, cap = splits[article["id"]], examples.get("max_chunks_per_article")
+        rows += article_examples(article, split, examples["chunk_tokens"], cap)
     return rows

@@ -20,6 +20,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tasks.atomic import write_atomic
+from tasks.evaluate import KINDS
 from tasks.export import summary_markdown
 
 
@@ -124,6 +125,23 @@ def metrics_rows(models: dict[str, dict]) -> list[dict]:
     ]
 
 
+def kind_rows(models: dict[str, dict]) -> list[dict]:
+    """Structure F1 per element kind (micro over the chunks), a row per model, and the counts."""
+    kinds = sorted(
+        {k for m in models.values() for k in m.get("structure_by_kind", {})}, key=KINDS.index
+    )
+    if not kinds:
+        return []
+    counts = {k: 0 for k in kinds}
+    rows = []
+    for name, m in models.items():
+        by_kind = m.get("structure_by_kind", {})
+        counts |= {k: v["reference"] for k, v in by_kind.items()}
+        f1s = {k: by_kind.get(k, {}).get("f1") for k in kinds}
+        rows.append({"model": name} | {k: "–" if v is None else f"{v:.2f}" for k, v in f1s.items()})
+    return [{"model": "(in the references)"} | counts, *rows]
+
+
 def markdown_table(rows: list[dict]) -> str:
     """A GitHub Markdown table of dict rows (keys as the header)."""
     if not rows:
@@ -159,6 +177,14 @@ def report_markdown(report: dict, worst: list) -> str:
         markdown_table(metrics_rows(report["models"])),
         "![metrics](metrics.png)\n\n![training loss](loss.png)",
     ]
+    by_kind = kind_rows(report["models"])
+    if by_kind:
+        parts.append(
+            "## Structure F1 by element kind\n\nMicro F1 over all test chunks (an element "
+            "counts when its kind, detail and text all match); the first row counts the "
+            "reference's elements. Emphasis and strong leave no trace in plain text.\n\n"
+            + markdown_table(by_kind)
+        )
     if decision:
         verdict = "promoted" if decision["promote"] else "kept the champion"
         parts.append(f"## Champion/challenger\n\n**{verdict}**: {decision['reason']}")

@@ -16,6 +16,8 @@ from bs4 import BeautifulSoup, Tag
 
 from config.settings import CleanSettings
 from tasks.clean import BLOCKS, clean_record, extract_body, markdown_to_plain
+from tasks.examples import _PARSER, chunk_markdown, split_blocks
+from tasks.tokens import count_tokens
 
 try:
     from tests.test_clean import CONTAINER_PREFIX, assert_lines_correspond
@@ -174,3 +176,34 @@ def test_markdown_is_canonical(cleaned: dict[Path, dict]) -> None:
         markdown = record["markdown"]
         assert markdown == markdown.strip()
         assert all(line == line.rstrip() for line in markdown.split("\n"))
+
+
+def test_chunks_keep_every_word_and_fit_unless_they_cannot_be_cut(
+    cleaned: dict[Path, dict],
+) -> None:
+    """Chunking every article at 384 tokens (the bench profile) loses and adds no word, and a
+    chunk over the budget is one block that has nothing left to cut at: one item, one line."""
+    budget, bad, over = 384, [], 0
+    for path, record in cleaned.items():
+        if record["skip_reason"]:
+            continue
+        chunks = chunk_markdown(record["markdown"], budget)
+        words = " ".join(markdown_to_plain(chunk) for chunk in chunks).split()
+        if words != record["plain"].split():
+            bad.append(f"{path.name}: the chunks' words differ from the article's")
+        for chunk in chunks:
+            if count_tokens(chunk) <= budget:
+                continue
+            over += 1
+            tokens = _PARSER.parse(chunk)
+            items = sum(t.type == "list_item_open" and t.level == 1 for t in tokens)
+            content_lines = [line for line in chunk.split("\n") if line.strip("> ")]
+            one_unit = len(split_blocks(chunk)) == 1 and (
+                items == 1  # one list item
+                or tokens[0].type in ("paragraph_open", "heading_open")  # no cut allowed
+                or len(content_lines) <= 3  # one line of a quote or (fenced) code
+            )
+            if not one_unit:
+                bad.append(f"{path.name}: {count_tokens(chunk)} tokens: {chunk[:60]!r}")
+    assert not bad, failures(bad)
+    assert over <= 10, f"{over} chunks over {budget} tokens"

@@ -88,6 +88,12 @@ def test_report_files_exist_and_parse(retrained):
         assert models[name]["text_cer"]["mean"] == 0.0, name
     report = (report_dir / "report.md").read_text()
     assert "| finetuned_raw |" in report and "## Worst examples" in report
+    by_kind = report.split("## Structure F1 by element kind")[1].split("##")[0]
+    expected = models["identity"]["structure_by_kind"]
+    assert expected  # the sample has headings
+    for kind, value in expected.items():  # identity adds no markup: F1 0 for every kind
+        assert value == {"f1": 0.0, "reference": value["reference"]} and kind in by_kind
+    assert "| (in the references) |" in by_kind and "| finetuned |" in by_kind
     assert report.count("### Test chunk") == 3
     for png in ("metrics.png", "loss.png"):
         assert Image.open(report_dir / png).size[0] > 300

@@ -6,9 +6,11 @@ from collections import Counter
 
 from tasks.clean import markdown_to_plain
 from tasks.examples import (
+    article_examples,
     assign_splits,
     build_examples,
     chunk_markdown,
+    split_block,
     split_blocks,
 )
 from tasks.tokens import count_tokens
@@ -54,10 +56,87 @@ def test_chunks_respect_the_budget_and_block_boundaries():
         assert count_tokens(chunk) <= 16 or len(split_blocks(chunk)) == 1
 
 
-def test_a_block_over_budget_is_a_chunk_of_its_own():
-    code = "```\n" + "x = 1\n" * 50 + "```"
-    chunks = chunk_markdown(f"Intro.\n\n{code}\n\nOutro.", max_tokens=20)
-    assert chunks == ["Intro.", code, "Outro."]
+def test_a_code_block_over_budget_is_cut_at_its_lines_and_fenced_again():
+    code = "```python\n" + "".join(f"x{i} = {i}\n" for i in range(31)) + "```"
+    chunks = chunk_markdown(f"Intro.\n\n{code}\n\nOutro.", max_tokens=40)
+    assert chunks[0] == "Intro." and len(chunks) >= 4
+    body = []
+    for chunk in chunks[1:]:
+        assert count_tokens(chunk) <= 40
+        lines = chunk.removesuffix("\n\nOutro.").split("\n")
+        assert lines[0] == "```python" and lines[-1] == "```"
+        body += lines[1:-1]
+    assert body == [f"x{i} = {i}" for i in range(31)]  # every line once, in order
+    assert chunks[-1] == "```python\nx30 = 30\n```\n\nOutro."  # the last piece packs on
+
+
+def test_a_list_is_cut_at_its_top_level_items_and_keeps_its_numbers():
+    items = [f"{i}. item number {i}\n   - its child {i}" for i in range(1, 9)]
+    pieces = split_block("\n".join(items), max_tokens=30)
+    assert len(pieces) > 1 and all(count_tokens(p) <= 30 for p in pieces)
+    assert "\n".join(pieces) == "\n".join(items)  # cut only between top-level items
+    assert all(p.startswith(tuple(f"{i}. " for i in range(1, 9))) for p in pieces)
+    assert pieces[1].startswith(f"{pieces[0].count('child') + 1}. ")  # numbering goes on
+
+
+def test_a_table_is_cut_at_its_rows_with_the_header_repeated():
+    rows = [f"| {i} | value {i} |" for i in range(12)]
+    table = "\n".join(["| n | v |", "| --- | --- |", *rows])
+    pieces = split_block(table, max_tokens=40)
+    assert len(pieces) > 1 and all(count_tokens(p) <= 40 for p in pieces)
+    assert all(p.startswith("| n | v |\n| --- | --- |\n") for p in pieces)
+    assert [line for p in pieces for line in p.split("\n")[2:]] == rows
+
+
+def test_a_quote_is_cut_at_its_lines_without_blank_quote_lines_or_dangling_breaks():
+    ends = {1: "\\", 2: "\\", 3: ""}  # two lines with a hard break, a line, a blank line
+    lines = [f"> line {i} of the quote{ends[i % 4]}" if i % 4 else ">" for i in range(1, 16)]
+    quote = "\n".join([*lines, "> line 15, the end."])
+    pieces = split_block(quote, max_tokens=20)
+    assert len(pieces) > 1
+    for piece in pieces:
+        assert piece.startswith("> line") and not piece.endswith(("\\", ">"))
+        assert split_blocks(piece) == [piece]
+    words = " ".join(markdown_to_plain(p) for p in pieces).split()
+    assert words == markdown_to_plain(quote).split()
+
+
+def test_a_paragraph_is_cut_at_sentences_never_inside_emphasis_or_before_a_marker():
+    text = "First one here. *Second. Still emphasis.* Third 1. Not a list. " * 4 + "End."
+    pieces = split_block(text.strip(), max_tokens=20)
+    assert len(pieces) > 1
+    assert " ".join(pieces) == text.strip()  # cut at single spaces: the text is all there
+    for piece in pieces:
+        assert piece.count("*") % 2 == 0  # emphasis whole
+        assert split_blocks(piece) == [piece] and not piece.startswith("Not")  # no "1. Not"
+        assert count_tokens(piece) <= 20
+
+
+def test_a_paragraph_without_sentences_is_cut_at_words():
+    text = " ".join(["sound die party asked sleep"] * 40)
+    pieces = split_block(text, max_tokens=50)
+    assert len(pieces) >= 4 and all(count_tokens(p) <= 50 for p in pieces)
+    assert " ".join(pieces) == text
+
+
+def test_what_cannot_be_cut_stays_one_oversized_chunk():
+    long_line = "```\n" + "x" * 400 + "\n```"
+    assert chunk_markdown(f"Intro.\n\n{long_line}\n\nOutro.", max_tokens=20) == [
+        "Intro.",
+        long_line,
+        "Outro.",
+    ]
+    heading = "# " + "word " * 50
+    assert split_block(heading.strip(), max_tokens=10) == [heading.strip()]
+
+
+def test_at_most_max_chunks_per_article_spread_through_it():
+    article = {"id": "a", "markdown": "\n\n".join(f"Paragraph {i}." for i in range(20))}
+    every = article_examples(article, "train", max_tokens := 4)
+    assert len(every) == 20
+    some = article_examples(article, "train", max_tokens, max_chunks=4)
+    assert [r["chunk"] for r in some] == [0, 6, 13, 19]
+    assert [r["markdown"] for r in some] == [every[i]["markdown"] for i in (0, 6, 13, 19)]
 
 
 def test_chunk_plains_concatenate_to_the_article_plain():
@@ -97,3 +176,11 @@ def test_build_examples_keeps_each_article_in_one_split():
     assert [r["chunk"] for r in rows if r["article_id"] == "a0"] == list(
         range(len(chunk_markdown(DOC, 16)))
     )
+
+
+def test_a_table_without_rows_or_a_block_of_another_kind_is_left_whole():
+    header = "| " + " | ".join(f"column {i}" for i in range(40)) + " |"
+    table = header + "\n|" + " --- |" * 40
+    assert split_block(table, max_tokens=20) == [table]
+    html = "<div>\n" + "<p>x</p>\n" * 40 + "</div>"
+    assert split_block(html, max_tokens=20) == [html]

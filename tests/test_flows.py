@@ -179,3 +179,22 @@ def test_pgpt_export_without_articles_says_what_to_do(tmp_path):
     result = CliRunner().invoke(app, ["--data-dir", str(tmp_path), "export"])
     assert result.exit_code != 0
     assert "run `pgpt ingest SOURCE` first" in str(result.exception)
+
+
+def test_pgpt_without_a_prefect_server_runs_quietly(tmp_path):
+    """A user's first command: no PREFECT_API_URL, so Prefect starts a temporary server; the
+    output is our table, with no telemetry error or shutdown traceback from that server."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    command = [sys.executable, "-m", "pgpt", "--data-dir", str(tmp_path / "data"), "ingest"]
+    done = subprocess.run(
+        [*command, str(SAMPLE / "posts")], env=env, capture_output=True, text=True, timeout=600
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "Ingest" in done.stdout and len(read_articles(tmp_path / "data")) == N_SAMPLE
+    assert "Traceback" not in output and "| ERROR" not in output, output

@@ -16,6 +16,7 @@ from tasks.evaluate import (
     cer,
     chrf,
     score_example,
+    structure_by_kind,
     structure_counts,
     structure_elements,
     structure_f1,
@@ -65,8 +66,30 @@ def test_identical_documents_score_perfectly():
 
 def test_score_example_shape():
     scores = score_example("x", "y", "y")
-    assert set(scores) == {"cer", "chrf", "structure_f1", "text_cer", "structure"}
-    assert set(scores["structure"]) == set(KINDS)
+    assert set(scores) == {
+        "cer",
+        "chrf",
+        "structure_f1",
+        "text_cer",
+        "structure",
+        "structure_counts",
+    }
+    assert set(scores["structure"]) == set(KINDS) == set(scores["structure_counts"])
+
+
+def test_structure_by_kind_is_micro_over_the_examples():
+    pairs = [  # (prediction, reference)
+        ("## One\n\nText.", "## One\n\nText."),  # heading matched
+        ("Two", "## Two"),  # heading missed
+        ("- a\n- b\n- c", "- a\n- b"),  # 2 items matched, 1 invented
+        ("*x* y", "x y"),  # emphasis invented: counted, with no reference element
+    ]
+    by_kind = structure_by_kind([score_example(p, r, "") for p, r in pairs])
+    assert by_kind == {
+        "heading": {"f1": 2 * 1 / (1 + 2), "reference": 2},
+        "list_item": {"f1": 2 * 2 / (3 + 2), "reference": 2},
+        "emphasis": {"f1": 0.0, "reference": 0},
+    }
 
 
 def test_cer_is_the_edit_distance_over_the_reference_length():
