@@ -64,18 +64,18 @@ def print_breakdown(answers_path: Path) -> None:
     answers = {name: [r[name] for r in rows] for name in models}
     answers["ceiling"] = [without_invisible(r["reference"]) for r in rows]
     print(f"\nstructure F1 per kind, micro over {len(rows)} chunks (reference count):")
-    for name, predictions in answers.items():
-        scores = [
-            score_example(p, r["reference"], r["plain"])
-            for p, r in zip(predictions, rows, strict=True)
-        ]
+    scores = {
+        name: [score_example(p, r["reference"], r["plain"]) for p, r in zip(ps, rows, strict=True)]
+        for name, ps in answers.items()
+    }
+    for name, model_scores in scores.items():
         shown = ", ".join(
             f"{kind} {'-' if v['f1'] is None else format(v['f1'], '.2f')} ({v['reference']})"
-            for kind, v in structure_by_kind(scores).items()
+            for kind, v in structure_by_kind(model_scores).items()
         )
         print(f"  {name}: {shown}")
-    cer = bootstrap_interval([s["cer"] for s in scores])  # the ceiling's, the last computed
-    f1 = sum(s["structure_f1"] for s in scores) / len(scores)
+    cer = bootstrap_interval([s["cer"] for s in scores["ceiling"]])
+    f1 = sum(s["structure_f1"] for s in scores["ceiling"]) / len(rows)
     print(
         f"ceiling (every visible element right, no emphasis/strong): CER {cer['mean']:.4f}"
         f" [{cer['low']:.4f}, {cer['high']:.4f}], structure F1 {f1:.3f}"

@@ -144,8 +144,7 @@ def split_block(block: str, max_tokens: int) -> list[str]:
         return [block]
     tokens = _PARSER.parse(block)
     first, lines = tokens[0], block.split("\n")
-    closed = len(lines) > 2 and lines[-1].strip().startswith(lines[0].strip()[:3])
-    if first.type == "fence" and closed:
+    if first.type == "fence" and len(lines) > 2 and lines[-1].startswith(lines[0][:3]):
         head, tail = lines[0], lines[-1]
         pieces = pack(lines[1:-1], lambda ls: "\n".join([head, *ls, tail]), max_tokens)
     elif first.type in ("bullet_list_open", "ordered_list_open"):
@@ -179,7 +178,7 @@ def chunk_markdown(markdown: str, max_tokens: int) -> list[str]:
     for block in split_blocks(markdown):
         *whole, last = split_block(block, max_tokens)
         if whole:
-            chunks += [*pack(blocks, "\n\n".join, max_tokens), *whole] if blocks else whole
+            chunks += [*pack(blocks, "\n\n".join, max_tokens), *whole]
             blocks = []
         blocks.append(last)
     return chunks + pack(blocks, "\n\n".join, max_tokens)
