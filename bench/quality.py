@@ -1,19 +1,33 @@
-"""Quality on real articles: the whole pipeline on ``../shared/corpora/``, then the table.
+"""Quality on real articles: the whole pipeline on a folder of articles, then every figure.
 
-Ingests every corpus folder of Medium-export posts (or the first ``--articles`` of them, in
-file-name order), exports (split by article), fine-tunes and evaluates with the chosen profile,
-in its own data dir (default ``data/bench-quality``), and prints the evaluation table. The
-goal (issue 4): the fine-tuned model's faithful CER below both identity and the base model
-one-shot with intervals that do not overlap, and overall structure F1 >= 0.8.
+Ingests the articles, exports (split by article), fine-tunes and evaluates with the chosen
+profile, in its own data dir, and prints what the evaluation found, each figure with its 95 %
+bootstrap interval:
 
-    .venv/bin/python bench/quality.py                         # every article, profile "full"
-    .venv/bin/python bench/quality.py --articles 60 --profile quick
+- per model (identity, the ceiling, the rules, base one-shot, the fine-tune, ...): CER, the
+  **gap closed** (0: identity, 1: the ceiling, the author's Markdown without the emphasis,
+  strong and inline code that plain text keeps no trace of), visible and invisible
+  structure F1, seconds a chunk;
+- visible and invisible structure F1 per element kind (micro over the chunks);
+- the paired CER difference of the fine-tune against identity, base and rules;
+- the total wall-clock minutes of the run (ingest to evaluation) and the load average of the
+  machine at its start and end (other work on the machine slows training down).
 
-After the table it prints what the table cannot show: per-kind structure F1 (micro, over
-all scored chunks) of each model, and the **ceiling** of a model that gets every visible
-element right but cannot see emphasis or strong (the plain text carries no trace of them):
-the reference with its ``*``/``**`` removed. ``--answers DIR/reports/<run>/answers.jsonl``
-prints these for an earlier run without running anything.
+The goal (issue 12): on each corpus the fine-tune closes >= 70 % of the gap (low end >= 50 %),
+visible F1 >= 0.8, it beats the base model one-shot (paired interval below 0), <= 60 min.
+
+    .venv/bin/python bench/quality.py --source ../shared/corpora/rust-blog --profile P.yaml
+    .venv/bin/python bench/quality.py --source DIR --source OTHER_DIR   # pooled in one run
+    .venv/bin/python bench/quality.py --articles 60 --profile quick     # corpora/*/posts/*.html
+    .venv/bin/python bench/quality.py --answers DATA/reports/<run>/answers.jsonl
+
+``--source`` takes anything ``pgpt ingest`` does (a Medium export, a folder of .md or .html
+files); without it, every ``../shared/corpora/*/posts/*.html`` (or the first ``--articles``
+of them, in file-name order) is copied to one folder and ingested as a Medium export. The data
+dir defaults to ``data/bench-quality/<source folder names>``: run with a fresh one (delete it)
+for a fair time, since ingest, export and fine-tune are cached. ``--answers`` prints the same
+breakdown for an earlier run's answers.jsonl without running anything (the ceiling is computed
+from the references when the file has none).
 
 Runs take long on 2 cores (training is ~180 tokens/s): run it alone on a quiet machine.
 """
@@ -22,14 +36,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
+import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPORA = ROOT.parent / "shared" / "corpora"
+FIXED = ("index", "plain", "reference")
 
 
 def corpus_posts(limit: int | None) -> list[Path]:
@@ -40,73 +56,137 @@ def corpus_posts(limit: int | None) -> list[Path]:
     return posts[:limit] if limit else posts
 
 
-STRONG_OR_EMPHASIS = re.compile(r"(?<!\\)(\*\*|\*)(?=\S)(.+?)(?<=\S)(?<!\\)\1")
+def default_data_dir(sources: list[str]) -> Path:
+    """``data/bench-quality`` (the corpora), or ``data/bench-quality/<folder names>``."""
+    base = ROOT / "data" / "bench-quality"
+    if not sources:
+        return base
+    return base / "+".join(Path(source).resolve().name for source in sources)
 
 
-def without_invisible(markdown: str) -> str:
-    r"""The Markdown with emphasis and strong markers removed (the text kept).
+def load() -> tuple[float, float, float]:
+    """The machine's 1, 5 and 15 minute load averages."""
+    return os.getloadavg()
 
-    >>> print(without_invisible(r"A **bold** and *light* word, ***both***, \*not\*."))
-    A bold and light word, both, \*not\*.
+
+def score_answer_rows(rows: list[dict], samples: int = 2000, confidence: float = 0.95) -> dict:
+    """The models of an answers.jsonl scored as the evaluation scores them (gap closed too).
+
+    The ceiling is computed from the references when the file has no ``ceiling`` column.
+    Returns ``{"models": {name: summary}, "paired_cer": [...]}`` like metrics.json.
     """
-    previous = None
-    while previous != markdown:  # nested: ***both*** or **a *b* c**
-        previous, markdown = markdown, STRONG_OR_EMPHASIS.sub(r"\2", markdown)
-    return markdown
+    from tasks.evaluate import paired_comparisons, score_answers, with_gap_closed, without_invisible
+
+    names = [k for k in rows[0] if k not in FIXED and not k.endswith("_cer")]
+    answers = {name: [r[name] for r in rows] for name in names}
+    answers.setdefault("ceiling", [without_invisible(r["reference"]) for r in rows])
+    examples = [{"plain": r["plain"], "reference": r["reference"]} for r in rows]
+    bounds = {"samples": samples, "confidence": confidence}
+    models = {}
+    for name, predictions in answers.items():
+        run = {"answers": predictions, "seconds": 0.0, "cpu_seconds": 0.0, "output_tokens": 0}
+        evaluate = {"bootstrap_samples": samples, "confidence": confidence}
+        scored = score_answers({"model_id": name}, examples, run, evaluate)
+        models[name] = {k: v for k, v in scored.items() if k != "seconds_per_example"}  # unknown
+    models = with_gap_closed(models, **bounds)
+    return {"models": models, "paired_cer": paired_comparisons(models, **bounds)}
+
+
+def figure(value: dict | None, digits: int = 3) -> str:
+    """``0.123 [0.101, 0.150]``, or "-" when there is no value (no gap to close)."""
+    if not value or value.get("mean") is None:
+        return "-"
+    return f"{value['mean']:.{digits}f} [{value['low']:.{digits}f}, {value['high']:.{digits}f}]"
+
+
+def summary_lines(metrics: dict) -> list[str]:
+    """The bench's printout of an evaluation (metrics.json, or :func:`score_answer_rows`)."""
+    from tasks.evaluate import INVISIBLE_KINDS, VISIBLE_KINDS
+    from tasks.report import paired_lines
+
+    models = metrics["models"]
+    header = f"{'model':<16} {'CER [95 % CI]':<26} {'gap closed':<22} {'visible F1':<22} "
+    header += f"{'invisible F1':<22} s/chunk"
+    lines = [header]
+    for name, m in models.items():
+        seconds = m.get("seconds_per_example")
+        lines.append(
+            f"{name:<16} {figure(m['cer'], 4):<26} {figure(m.get('gap_closed')):<22} "
+            f"{figure(m.get('visible_f1')):<22} {figure(m.get('invisible_f1')):<22} "
+            + ("" if seconds is None else f"{seconds:.1f}")
+        )
+    ceiling = models.get("ceiling")
+    if ceiling:
+        lines.append(
+            f"ceiling (the reference without emphasis, strong and inline code): CER "
+            f"{figure(ceiling['cer'], 4)}, visible F1 {figure(ceiling.get('visible_f1'))}"
+        )
+    for title, kinds in (("visible", VISIBLE_KINDS), ("invisible", INVISIBLE_KINDS)):
+        lines.append(f"{title} structure F1 per kind, micro over the chunks (reference count):")
+        for name, m in models.items():
+            by_kind = {k: v for k, v in m.get("structure_by_kind", {}).items() if k in kinds}
+            shown = ", ".join(
+                f"{kind} {'-' if v['f1'] is None else format(v['f1'], '.2f')} ({v['reference']})"
+                for kind, v in by_kind.items()
+            )
+            lines.append(f"  {name}: {shown or 'none on either side'}")
+    lines.append("paired CER difference (below 0: the first is better):")
+    lines += [f"  {line}" for line in paired_lines(metrics.get("paired_cer") or [])]
+    return lines
 
 
 def print_breakdown(answers_path: Path) -> None:
-    """Per-kind F1 of every model in an answers.jsonl, and the no-emphasis ceiling."""
-    from tasks.evaluate import bootstrap_interval, score_example, structure_by_kind
+    """Every figure of an earlier run's answers.jsonl (its ceiling computed if absent)."""
+    rows = [json.loads(line) for line in answers_path.read_text().splitlines() if line.strip()]
+    print(f"{answers_path}: {len(rows)} chunks")
+    print("\n".join(summary_lines(score_answer_rows(rows))))
 
-    rows = [json.loads(line) for line in answers_path.read_text().splitlines()]
-    models = [k for k in rows[0] if k not in ("index", "plain", "reference") and "_cer" not in k]
-    answers = {name: [r[name] for r in rows] for name in models}
-    answers["ceiling"] = [without_invisible(r["reference"]) for r in rows]
-    print(f"\nstructure F1 per kind, micro over {len(rows)} chunks (reference count):")
-    scores = {
-        name: [score_example(p, r["reference"], r["plain"]) for p, r in zip(ps, rows, strict=True)]
-        for name, ps in answers.items()
-    }
-    for name, model_scores in scores.items():
-        shown = ", ".join(
-            f"{kind} {'-' if v['f1'] is None else format(v['f1'], '.2f')} ({v['reference']})"
-            for kind, v in structure_by_kind(model_scores).items()
-        )
-        print(f"  {name}: {shown}")
-    cer = bootstrap_interval([s["cer"] for s in scores["ceiling"]])
-    f1 = sum(s["structure_f1"] for s in scores["ceiling"]) / len(rows)
-    print(
-        f"ceiling (every visible element right, no emphasis/strong): CER {cer['mean']:.4f}"
-        f" [{cer['low']:.4f}, {cer['high']:.4f}], structure F1 {f1:.3f}"
-    )
+
+def run_pipeline(sources: list[str], profile: str, data_dir: str) -> dict:
+    """ingest -> export -> fine-tune -> evaluate (the retrain flow) in ``data_dir``."""
+    from config.runtime import results_in
+    from flows.retrain import retrain
+
+    with results_in(data_dir):
+        return retrain(sources, profile, data_dir)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--articles", type=int, default=None, help="post files to use (all)")
+    parser.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        help="a folder of articles (Medium export, .md or .html); repeatable",
+    )
+    parser.add_argument("--articles", type=int, default=None, help="corpora post files (all)")
     parser.add_argument("--profile", default="full", help="settings profile or YAML path")
-    parser.add_argument("--data-dir", default=str(ROOT / "data" / "bench-quality"))
+    parser.add_argument("--data-dir", default=None, help="default: data/bench-quality/<source>")
     parser.add_argument("--answers", type=Path, help="only print the breakdown of this file")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     if args.answers:
         print_breakdown(args.answers)
         return
-    from config.runtime import results_in
-    from flows.retrain import retrain
-    from pgpt import _print_evaluation
-
-    posts = corpus_posts(args.articles)
+    data_dir = str(args.data_dir or default_data_dir(args.source))
+    start, load_start = time.monotonic(), load()
     with tempfile.TemporaryDirectory() as tmp:
-        source = Path(tmp) / "posts"
-        source.mkdir()
-        for post in posts:  # one folder: ingest reads it as a Medium export
-            shutil.copy(post, source / post.name)
-        with results_in(args.data_dir):
-            result = retrain([str(source)], args.profile, args.data_dir)
-    _print_evaluation(result["evaluate"])
-    print_breakdown(Path(result["evaluate"]["report_dir"]) / "answers.jsonl")
+        sources = [str(Path(source).resolve()) for source in args.source]
+        if not sources:
+            folder = Path(tmp) / "posts"
+            folder.mkdir()
+            for post in corpus_posts(args.articles):  # one folder: read as a Medium export
+                shutil.copy(post, folder / post.name)
+            sources = [str(folder)]
+        result = run_pipeline(sources, args.profile, data_dir)
+    minutes, load_end = (time.monotonic() - start) / 60, load()
+    report_dir = Path(result["evaluate"]["report_dir"])
+    metrics = json.loads((report_dir / "metrics.json").read_text())
+    print(f"{metrics['examples']} test chunks; report: {report_dir}/report.md")
+    print("\n".join(summary_lines(metrics)))
+    print(f"total: {minutes:.1f} min (ingest to evaluation)")
+    print("load average (1, 5, 15 min): start {:.2f} {:.2f} {:.2f}".format(*load_start), end="")
+    print(", end {:.2f} {:.2f} {:.2f}".format(*load_end))
     print(f"command: {' '.join(sys.argv)}")
 
 

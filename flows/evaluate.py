@@ -1,13 +1,16 @@
 """Evaluate flow: score the fine-tuned model against identity, the base model and the champion.
 
 Every model answers the test split (``DATA/jsonl/test.jsonl``) in faithful mode (and raw,
-as ``<name>_raw``); the scores, a report and charts land in ``DATA/reports/<run id>/``. With
+as ``<name>_raw``); the scores, a report and charts land in ``DATA/reports/<run id>/``.
+Three models are computed, not generated: identity (the plain text), rules (a rule-based
+formatter) and the ceiling (the reference without the markup plain text keeps no trace of);
+each model's gap closed is measured between identity (0) and the ceiling (1). With
 ``promote=True`` (the retrain flow) the new model becomes current only if it is not worse
 than the champion, and the run is recorded in ``DATA/parquet/runs.parquet``.
 
 The models' answers are generated in parallel on the task runner that ``runner.task_runner``
 chooses (``flows/runner.py``); on one machine, local models still generate one after the other
-(torch already uses every core), while the identity baseline and API models run alongside.
+(torch already uses every core), while the computed models and API models run alongside.
 
 python flows/evaluate.py [MODEL_ID]
 """
@@ -32,10 +35,12 @@ from tasks.evaluate import (
     decide_promotion,
     generate_answers,
     models_to_compare,
+    paired_comparisons,
     pick_one_shot,
     read_chat_jsonl,
     read_test_examples,
     score_answers,
+    with_gap_closed,
 )
 from tasks.finetune import current_model, set_current_model
 from tasks.report import publish_evaluation, write_report
@@ -83,6 +88,11 @@ def evaluate(
     for name, (model, run) in runs.items():
         models[name] = score_answers(model, examples, run, conf["evaluate"])
         answers[name] = run["answers"]
+    bounds = {
+        "samples": settings.evaluate.bootstrap_samples,
+        "confidence": settings.evaluate.confidence,
+    }
+    models = with_gap_closed(models, **bounds)
     decision = None
     if promote:
         decision = decide_promotion(
@@ -107,6 +117,7 @@ def evaluate(
             models, finetune_cost(data, challenger), articles_in_test(data, len(examples))
         ),
         "models": models,
+        "paired_cer": paired_comparisons(models, **bounds),
     }
     report_dir = write_report(report, examples, answers, data)
     publish_evaluation(report, report_dir)
@@ -128,7 +139,7 @@ def generate_all(
     futures, previous_local = {}, None
     with fan_out(settings.runner) as runner:
         for model in compared:
-            raw = settings.evaluate.raw and model["backend"] != "identity"
+            raw = settings.evaluate.raw and model["backend"] != "computed"
             for faithful in [True, False] if raw else [True]:
                 name = model["name"] if faithful else f"{model['name']}_raw"
                 spec = {k: v for k, v in model.items() if k != "name"}  # cached by model, not role

@@ -34,20 +34,27 @@ two
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import math
 import random
+import re
+import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from markdown_it import MarkdownIt
+from markdown_it.rules_inline import backtick, emphasis, link
+from markdown_it.rules_inline.state_inline import StateInline
 from markdown_it.token import Token
 from prefect import get_run_logger, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from rapidfuzz.distance import Levenshtein
 
 from backends import get_backend
-from tasks.clean import MD, inline_plain, markdown_to_plain
+from tasks.clean import MD, escape_line_start, escape_text, inline_plain, markdown_to_plain
 from tasks.export import read_jsonl
 from tasks.faithful import repair
 from tasks.tokens import count_tokens
@@ -64,8 +71,14 @@ KINDS = (
     "strong",
     "code_inline",
     "table",
+    "hr",
 )
+# The kinds whose trace survives in the plain text (a line of its own, indentation, cells) and
+# those of which plain text keeps nothing: no model can recover the latter from the input.
+VISIBLE_KINDS = ("heading", "list_item", "code_block", "blockquote", "table", "hr")
+INVISIBLE_KINDS = ("emphasis", "strong", "code_inline")
 SUMMARY_KEYS = ("cer", "chrf", "structure_f1", "text_cer")
+F1_KEYS = {"visible_f1": VISIBLE_KINDS, "invisible_f1": INVISIBLE_KINDS}
 
 # Block tokens that open / close an element whose text is that of everything inside it.
 BLOCK_OPENERS = {
@@ -191,6 +204,8 @@ def structure_elements(markdown: str) -> Counter[Element]:
         elif token.type in ("fence", "code_block"):
             text = token.content
             elements[("code_block", code_language(token), text.strip())] += 1
+        elif token.type == "hr":
+            elements[("hr", "", "")] += 1
         elif token.type == "html_block":
             text = token.content
         elif token.type == "inline":
@@ -235,22 +250,44 @@ def structure_f1(prediction: str, reference: str) -> dict[str, float | None]:
     return scores
 
 
+def group_counts(
+    counts: dict[str, tuple[int, int, int]], kinds: Sequence[str]
+) -> tuple[int, int, int]:
+    """(matched, predicted, reference) summed over some kinds."""
+    return tuple(sum(counts[kind][i] for kind in kinds) for i in range(3))  # type: ignore[return-value]
+
+
+def group_f1(counts: dict[str, tuple[int, int, int]], kinds: Sequence[str]) -> float:
+    """Micro F1 over some kinds of :func:`structure_counts`; 1.0 if neither side has any.
+
+    >>> counts = structure_counts("## A\\n\\n- b\\n\\n*c*", "## A\\n\\n- x\\n\\nc")
+    >>> group_f1(counts, VISIBLE_KINDS), group_f1(counts, INVISIBLE_KINDS)
+    (0.5, 0.0)
+    """
+    score = f1(*group_counts(counts, kinds))
+    return 1.0 if score is None else score
+
+
 def text_cer(prediction: str, plain: str) -> float:
     """CER of the prediction's plain text against the plain input: text dropped or invented."""
     return cer(markdown_to_plain(prediction), plain)
 
 
 def score_example(prediction: str, reference: str, plain: str) -> dict:
-    """All metrics of one prediction: cer, chrf, structure_f1 (overall), text_cer, structure
-    (F1 per kind) and structure_counts ((matched, predicted, reference) per kind)."""
+    """All metrics of one prediction: cer, chrf, structure_f1 (overall), text_cer, visible_f1
+    and invisible_f1 (micro F1 over :data:`VISIBLE_KINDS` / :data:`INVISIBLE_KINDS`, 1.0 when
+    neither side has any), structure (F1 per kind) and structure_counts ((matched, predicted,
+    reference) per kind)."""
     structure = structure_f1(prediction, reference)
+    counts = structure_counts(prediction, reference)
     return {
         "cer": cer(prediction, reference),
         "chrf": chrf(prediction, reference),
         "structure_f1": structure["overall"],
         "text_cer": text_cer(prediction, plain),
+        **{key: group_f1(counts, kinds) for key, kinds in F1_KEYS.items()},
         "structure": {kind: structure[kind] for kind in KINDS},
-        "structure_counts": structure_counts(prediction, reference),
+        "structure_counts": counts,
     }
 
 
@@ -325,6 +362,322 @@ def summarize_scores(scores: list[dict]) -> dict[str, dict[str, float]]:
     return {key: bootstrap_interval([score[key] for score in scores]) for key in SUMMARY_KEYS}
 
 
+def bootstrap_ratio(
+    numerators: Sequence[float],
+    denominators: Sequence[float],
+    *,
+    samples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    empty: float | None = None,
+) -> dict[str, float | None]:
+    """Ratio of means ``sum(numerators) / sum(denominators)`` with a paired bootstrap interval.
+
+    The ratio of the means over the examples, not the mean of per-example ratios: an example
+    weighs by its denominator. Each bootstrap sample draws the example indices once and takes
+    the ratio of the resampled sums, so an example's numerator and denominator stay together
+    (paired). A resample whose denominator is not positive has no ratio and is left out; when
+    the whole sample's is not, every bound is ``empty``. The interval is widened to contain
+    the ratio.
+
+    >>> bootstrap_ratio([1.0, 0.0], [2.0, 2.0], samples=500)  # 1/4, resampled: 0, 1/4, 1/2
+    {'mean': 0.25, 'low': 0.0, 'high': 0.5}
+    >>> bootstrap_ratio([0.0], [0.0], empty=1.0)
+    {'mean': 1.0, 'low': 1.0, 'high': 1.0}
+    """
+    if len(numerators) != len(denominators) or not numerators:
+        raise ValueError("bootstrap_ratio: numerators and denominators: same length, not empty")
+    if samples < 1 or not 0 < confidence < 1:
+        raise ValueError(f"bootstrap_ratio: bad samples={samples} or confidence={confidence}")
+
+    def ratio(indices: Iterable[int]) -> float | None:
+        picked = list(indices)
+        den = math.fsum(denominators[i] for i in picked)
+        return math.fsum(numerators[i] for i in picked) / den if den > 0 else None
+
+    n = len(numerators)
+    centre = ratio(range(n))
+    if centre is None:
+        return {"mean": empty, "low": empty, "high": empty}
+    rng = random.Random(seed)
+    resampled = (ratio(rng.choices(range(n), k=n)) for _ in range(samples))
+    ratios = sorted(r for r in resampled if r is not None)
+    if n == 1 or not ratios:
+        return {"mean": centre, "low": centre, "high": centre}
+    tail = (1 - confidence) / 2
+    return {
+        "mean": centre,
+        "low": min(centre, percentile(ratios, tail)),
+        "high": max(centre, percentile(ratios, 1 - tail)),
+    }
+
+
+def f1_interval(scores: list[dict], kinds: Sequence[str], **bounds) -> dict[str, float | None]:
+    """Micro F1 over ``kinds`` and the examples (pooled counts), with a bootstrap interval.
+
+    2·matched / (predicted + reference), all summed over the examples: an example weighs by
+    its number of elements, and examples without any count for nothing (1.0 if none has any,
+    as :func:`structure_f1`'s "overall").
+    """
+    counts = [group_counts(score["structure_counts"], kinds) for score in scores]
+    return bootstrap_ratio(
+        [2 * matched for matched, _, _ in counts],
+        [predicted + expected for _, predicted, expected in counts],
+        empty=1.0,
+        **bounds,
+    )
+
+
+def gap_closed(
+    model: Sequence[float], identity: Sequence[float], ceiling: Sequence[float], **bounds
+) -> dict[str, float | None]:
+    """Share of the recoverable CER gap a model closes, with a paired bootstrap interval.
+
+    (CER identity - CER model) / (CER identity - CER ceiling), each CER the mean over the same
+    chunks: a ratio of means (not a mean of per-chunk ratios), so a chunk weighs by its own
+    gap. 0 is "did nothing" (identity copies the input), 1 is "perfect" (the ceiling: the
+    reference without its invisible markup); it is below 0 for a model that harms the text.
+    The interval resamples the chunk indices once per bootstrap sample, for all three models
+    (:func:`bootstrap_ratio`). No gap at all (every value None): nothing to close.
+
+    >>> gap = gap_closed([0.1, 0.4], identity=[0.2, 0.4], ceiling=[0.0, 0.0], samples=500)
+    >>> round(gap["mean"], 4)  # 0.1 / 0.6, where the mean of per-chunk ratios would be 0.25
+    0.1667
+    """
+    if not len(model) == len(identity) == len(ceiling):
+        raise ValueError("gap_closed: the models' CERs must be on the same chunks")
+    return bootstrap_ratio(
+        [i - m for i, m in zip(identity, model, strict=True)],
+        [i - c for i, c in zip(identity, ceiling, strict=True)],
+        **bounds,
+    )
+
+
+def with_gap_closed(models: dict[str, dict], **bounds) -> dict[str, dict]:
+    """Every scored model with its ``gap_closed`` (against the ``identity`` and ``ceiling``)."""
+    identity = [s["cer"] for s in models["identity"]["scores"]]
+    ceiling = [s["cer"] for s in models["ceiling"]["scores"]]
+    return {
+        name: {
+            **m,
+            "gap_closed": gap_closed([s["cer"] for s in m["scores"]], identity, ceiling, **bounds),
+        }
+        for name, m in models.items()
+    }
+
+
+PAIRED_BASELINES = ("identity", "base", "rules")
+
+
+def paired_comparisons(models: dict[str, dict], model: str = "finetuned", **bounds) -> list[dict]:
+    """The paired CER difference of ``model`` and each baseline it must beat (below 0: better).
+
+    >>> models = {"finetuned": {"scores": [{"cer": 0.25}, {"cer": 0.5}]},
+    ...           "identity": {"scores": [{"cer": 0.5}, {"cer": 0.75}]}}
+    >>> paired_comparisons(models, samples=100)
+    [{'model': 'finetuned', 'against': 'identity', 'mean': -0.25, 'low': -0.25, 'high': -0.25}]
+    """
+    if model not in models:
+        return []
+    cers = [s["cer"] for s in models[model]["scores"]]
+    return [
+        {"model": model, "against": other}
+        | paired_difference(cers, [s["cer"] for s in models[other]["scores"]], **bounds)
+        for other in PAIRED_BASELINES
+        if other in models
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# The ceiling: the reference without the markup plain text keeps no trace of
+
+
+def record_backticks(state: StateInline, silent: bool) -> bool:
+    """markdown-it's code span rule, noting where each code span starts and ends."""
+    start, count = state.pos, len(state.tokens)
+    if not backtick(state, silent):
+        return False
+    if len(state.tokens) > count and state.tokens[-1].type == "code_inline":
+        state.env[PENDING].append((state.src, start, state.pos, state.tokens[-1], None))
+    return True
+
+
+def record_emphasis(state: StateInline, silent: bool) -> bool:
+    """markdown-it's emphasis rule, noting where each delimiter character stands."""
+    start = state.pos
+    if not emphasis.tokenize(state, silent):
+        return False
+    run = state.pos - start  # one text token per delimiter character, the last ones pushed
+    for offset, token in enumerate(state.tokens[len(state.tokens) - run :]):
+        state.env[PENDING].append((state.src, start + offset, start + offset + 1, token, None))
+    return True
+
+
+def record_link(state: StateInline, silent: bool) -> bool:
+    """markdown-it's link rule, noting the label of a link that refers to it by its label.
+
+    ``[label]`` or ``[label][]`` finds its URL by the label's text: removing markup in the
+    label would lose the link, so :func:`without_invisible` writes the old label after it.
+    """
+    start, count = state.pos, len(state.tokens)
+    if not link(state, silent):
+        return False
+    if silent:
+        return True
+    label_end = state.md.helpers.parseLinkLabel(state, start, True)
+    tail = state.src[label_end + 1 : state.pos]  # parseLinkLabel restores state.pos
+    opened = next(t for t in state.tokens[count:] if t.type == "link_open")
+    by_label = tail in ("", "[]")
+    state.env[PENDING].append((state.src, start + 1, label_end, opened, by_label))
+    return True
+
+
+def resolve_invisible(state: StateInline) -> None:
+    """Once emphasis is paired (before text fragments merge): the edits that drop it.
+
+    A delimiter character became markup when its token is no longer text, or is text
+    emptied by a strong pair; a code span is replaced by its content, escaped.
+    """
+    present = {id(token) for token in state.tokens}
+    pending = []
+    for src, start, end, token, by_label in state.env[PENDING]:
+        if id(token) not in present:
+            pending.append((src, start, end, token, by_label))
+        elif token.type == "link_open":
+            state.env[LABELS].setdefault(src, set()).add((start, end, by_label))
+        elif token.type == "code_inline":
+            state.env[EDITS].setdefault(src, set()).add((start, end, token.content))
+        elif token.type != "text" or not token.content:
+            state.env[EDITS].setdefault(src, set()).add((start, end, None))
+    state.env[PENDING] = pending
+
+
+PENDING, EDITS, LABELS = "pgpt_invisible_pending", "pgpt_invisible_edits", "pgpt_labels"
+RECORDING_MD = MarkdownIt("commonmark").enable("table")  # as tasks.clean.MD, recording
+RECORDING_MD.inline.ruler.at("backticks", record_backticks)
+RECORDING_MD.inline.ruler.at("emphasis", record_emphasis)
+RECORDING_MD.inline.ruler.at("link", record_link)
+RECORDING_MD.inline.ruler2.before("fragments_join", "resolve_invisible", resolve_invisible)
+
+
+def content_positions(content: str, lines: list[str], first: int, cursor: dict) -> list[int]:
+    """Where each character of an inline token's content stands in the document.
+
+    The content's line k is found on document line ``first + k``, after what the previous
+    inline token on that line took (``cursor``: table cells share a line); an escaped ``\\|``
+    of a table cell counts for its ``|``. A newline stands at its line's end; the list has
+    one more entry, the content's end. Raises ValueError if a line is not found.
+    """
+    positions: list[int] = []
+    offset = sum(len(line) for line in lines[:first])
+    for k, part in enumerate(content.split("\n")):
+        number = first + k
+        line = lines[number] if number < len(lines) else ""
+        pattern = r"\\?\|".join(re.escape(piece) for piece in part.split("|"))
+        found = re.compile(pattern).search(line, cursor.get(number, 0))
+        if found is None:
+            raise ValueError(f"content line {part!r} not found on line {number}")
+        j = found.start()
+        for char in part:
+            if char == "|" and line[j] == "\\":
+                j += 1
+            positions.append(offset + j)
+            j += 1
+        cursor[number] = j
+        positions.append(offset + len(line.rstrip("\n")))  # the newline, or the end
+        offset += len(line)
+    return positions
+
+
+def apply_edits(text: str, edits: Iterable[tuple[int, int, str]], lo: int, hi: int) -> str:
+    """``text[lo:hi]`` with the (start, end, replacement) edits inside it applied."""
+    out, done = [], lo
+    for first, last, replacement in sorted(edits):
+        out += [text[done:first], replacement]
+        done = last
+    out.append(text[done:hi])
+    return "".join(out)
+
+
+def without_invisible(markdown: str) -> str:
+    r"""The Markdown with its invisible markup removed: what a perfect model could write.
+
+    Emphasis and strong lose their delimiters; a code span becomes its content, escaped where
+    it would otherwise read as markup. Everything else is kept character for character. It
+    works on markdown-it's parse (the delimiters markdown-it pairs, at the positions it read
+    them), so escaped characters, unpaired ``*`` and code spans holding ``*`` stay as they
+    are; its plain text (:func:`tasks.clean.markdown_to_plain`) is the reference's.
+
+    >>> print(without_invisible(r"A **bold** and *light* word, ***both***, \*not\*."))
+    A bold and light word, both, \*not\*.
+    >>> print(without_invisible("Run `rm *.txt` or `a*b*c` in *2 * 3* `#` s"))
+    Run rm \*.txt or a\*b\*c in 2 * 3 # s
+    """
+    markdown = markdown.replace("\r\n", "\n").replace("\r", "\n").replace("\0", "\ufffd")
+    env: dict = {PENDING: [], EDITS: {}, LABELS: {}}
+    tokens = RECORDING_MD.parse(markdown, env)
+    if not env[EDITS]:
+        return markdown
+    lines = markdown.splitlines(keepends=True)
+    cursor: dict[int, int] = {}
+    edits: list[tuple[int, int, str]] = []
+    in_table = 0
+    for i, token in enumerate(tokens):
+        in_table += {"table_open": 1, "table_close": -1}.get(token.type, 0)
+        if token.type != "inline" or token.map is None:
+            continue
+        if i and tokens[i - 1].type == "heading_open" and tokens[i - 1].markup.startswith("#"):
+            line = lines[token.map[0]]
+            cursor[token.map[0]] = len(line) - len(line.lstrip()) + len(tokens[i - 1].markup)
+        try:
+            positions = content_positions(token.content, lines, token.map[0], cursor)
+        except ValueError:  # not where it should be (tabs expanded): its markup stays
+            continue
+        spans = env[EDITS].get(token.content, set())
+        labels = env[LABELS].get(token.content, set())
+        for start, end, by_label in labels:  # the old label keeps the link
+            if by_label and any(start <= edit < end for edit, _, _ in spans):
+                label = token.content[start:end].replace("|", "\\|" if in_table else "|")
+                tail = positions[end] + 1
+                bracketed = markdown[tail : tail + 2] == "[]"
+                edits.append((tail, tail + 2 if bracketed else tail, f"[{label}]"))
+        mine = []
+        for start, end, code in spans:
+            first, last = positions[start], positions[end - 1] + 1
+            text = ""
+            if code is not None:
+                before, after = markdown[first - 1 : first], markdown[last : last + 1]
+                # brackets could close a label, or open a link to a defined reference
+                in_link = bool(env.get("references")) or any(a <= start < b for a, b, _ in labels)
+                text = escape_text(
+                    code, before or None, after or None, in_link=in_link, cell=bool(in_table)
+                )
+            mine.append((first, last, text))
+        if tokens[i - 1].type == "paragraph_open":
+            mine = line_starts_escaped(markdown, mine, token.content, positions)
+        edits += mine
+    return apply_edits(markdown, edits, 0, len(markdown))
+
+
+def line_starts_escaped(
+    markdown: str, edits: list[tuple[int, int, str]], content: str, positions: list[int]
+) -> list[tuple[int, int, str]]:
+    """A paragraph's edits, those of a line whose start they change (``*1.* x`` -> ``1. x``,
+    which would start a list) made one edit of the whole line with its start escaped."""
+    offset = 0
+    for part in content.split("\n"):
+        lo, hi = positions[offset], positions[offset + len(part)]
+        offset += len(part) + 1
+        inside = [edit for edit in edits if lo <= edit[0] < hi]
+        if not any(first == lo for first, _, _ in inside):
+            continue
+        line = apply_edits(markdown, inside, lo, hi)
+        escaped = escape_line_start(line, line)
+        if escaped != line:
+            edits = [edit for edit in edits if edit not in inside] + [(lo, hi, escaped)]
+    return edits
+
+
 # ---------------------------------------------------------------------------------------------
 # Evaluation runs: which models, their answers on the test split, their scores
 
@@ -381,11 +734,42 @@ def conversations(examples: list[dict], system: str | None = None) -> list[list[
     ]
 
 
+def copy_text(text: str) -> str:
+    """The identity model: the plain text as it is."""
+    return text
+
+
+# Models whose answers are computed, not generated: model id -> the example field it reads.
+# "plain" models predict from the input like any model; the ceiling reads the reference.
+COMPUTED = {"identity": "plain", "ceiling": "reference", "rules": "plain"}
+
+
+def computing_function(model_id: str) -> Callable[[str], str]:
+    """The function that computes a computed model's answer from its input."""
+    if model_id == "rules":
+        from tasks.rules import rules_markdown  # the rule-based formatter, imported when used
+
+        return rules_markdown
+    return {"identity": copy_text, "ceiling": without_invisible}[model_id]
+
+
+def computed_model(name: str) -> dict:
+    """The spec of a computed model, with the sha256 of its function's module source (so
+    cached answers follow a change of the code that computes them, not only of this task)."""
+    module = sys.modules[computing_function(name).__module__]
+    source = hashlib.sha256(inspect.getsource(module).encode()).hexdigest()
+    return {"name": name, "backend": "computed", "model_id": name, "source_sha256": source}
+
+
 @task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
 def generate_answers(
     model: dict, examples: list[dict], faithful: bool, runtime: dict, data_dir: str
 ) -> dict:
     """A model's answers to the examples, with wall and CPU seconds and cost (cached per model).
+
+    A ``computed`` model (:data:`COMPUTED`: identity, ceiling, rules) generates nothing: its
+    answers are its function of each example's plain text (or reference, for the ceiling).
+    Faithful mode repairs every answer predicted from the plain text.
 
     ``runtime``: the settings generation depends on (backend, base_model, threads, seed, the
     openai section, the price table), never an API key.
@@ -393,8 +777,11 @@ def generate_answers(
     logger = get_run_logger()
     wall, cpu = time.perf_counter(), time.process_time()
     cost = 0.0
-    if model["backend"] == "identity":
-        answers = [e["plain"] for e in examples]
+    source = "plain"
+    if model["backend"] == "computed":  # no generation: a function of the plain text or reference
+        source = COMPUTED[model["model_id"]]
+        compute = computing_function(model["model_id"])
+        answers = [compute(e[source]) for e in examples]
     else:
         settings = {k: v for k, v in runtime.items() if k != "prices"}
         backend = get_backend(
@@ -408,7 +795,7 @@ def generate_answers(
         answers = backend.complete(model["model_id"], chats, progress=progress, faithful=faithful)
         if hasattr(backend, "usage_cost"):  # priced per token (the openai backend)
             cost = backend.usage_cost(model["model_id"])
-    if faithful:
+    if faithful and source == "plain":  # the ceiling's text is the reference's: nothing to repair
         answers = [repair(a, e["plain"]) for a, e in zip(answers, examples, strict=True)]
     return {
         "answers": answers,
@@ -420,16 +807,19 @@ def generate_answers(
 
 
 def score_answers(model: dict, examples: list[dict], run: dict, evaluate: dict) -> dict:
-    """Per-example scores and the model's summary row (means with bootstrap intervals)."""
+    """Per-example scores and the model's summary row (means with bootstrap intervals; visible
+    and invisible F1 micro over the examples, :func:`f1_interval`)."""
     scores = [
         score_example(a, e["reference"], e["plain"])
         for a, e in zip(run["answers"], examples, strict=True)
     ]
     bounds = {"samples": evaluate["bootstrap_samples"], "confidence": evaluate["confidence"]}
     summary = {key: bootstrap_interval([s[key] for s in scores], **bounds) for key in SUMMARY_KEYS}
+    f1s = {key: f1_interval(scores, kinds, **bounds) for key, kinds in F1_KEYS.items()}
     return {
         "model_id": model["model_id"],
         **summary,
+        **f1s,
         "seconds_per_example": run["seconds"] / len(examples),
         "output_tokens_per_s": run["output_tokens"] / run["seconds"] if run["seconds"] else None,
         "cpu_seconds": run["cpu_seconds"],
@@ -504,14 +894,18 @@ def models_to_compare(
     one_shot: dict | None,
     openai_available: bool = False,
 ) -> list[dict]:
-    """The models a run scores: identity, base one-shot, the new model, the champion, OpenAI.
+    """The models a run scores: identity, the ceiling, the rules, base one-shot, the new model,
+    the champion, OpenAI.
+
+    identity (the plain text), ceiling (the reference without its invisible markup) and rules
+    (``tasks.rules``) are computed (:data:`COMPUTED`), the others generate.
 
     ``evaluate.openai_models`` (one-shot, through the openai backend) only when
     ``openai_available`` (an API key, or a self-hosted ``finetune.openai.base_url``).
     """
     finetune, evaluate = settings["finetune"], settings["evaluate"]
     system = settings["export"]["system_message"]
-    models = [{"name": "identity", "backend": "identity", "model_id": "identity"}]
+    models = [computed_model(name) for name in ("identity", "ceiling", "rules")]
     if evaluate["one_shot_base"] and one_shot is not None:
         models.append(
             {

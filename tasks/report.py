@@ -14,13 +14,14 @@ import difflib
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tasks.atomic import write_atomic
-from tasks.evaluate import KINDS
+from tasks.evaluate import INVISIBLE_KINDS, KINDS, VISIBLE_KINDS
 from tasks.export import summary_markdown
 
 
@@ -100,12 +101,23 @@ def publish_dataset(ingest: dict | None, stats: dict, rows: list[dict]) -> str:
 # ---------------------------------------------------------------------------------------------
 # Evaluation report: DATA/reports/<run id>/ and the Prefect artifacts
 
-METRIC_LABELS = {"cer": "CER ↓", "chrf": "chrF ↑", "structure_f1": "structure F1 ↑"}
+METRIC_LABELS = {
+    "cer": "CER ↓",
+    "gap_closed": "gap closed ↑",
+    "visible_f1": "visible structure F1 ↑",
+    "chrf": "chrF ↑",
+}
 
 
-def interval(value: dict) -> str:
-    """``0.123 [0.101, 0.150]``: a mean with its interval."""
-    return f"{value['mean']:.3f} [{value['low']:.3f}, {value['high']:.3f}]"
+def interval(value: dict | None, digits: int = 3) -> str:
+    """``0.123 [0.101, 0.150]``: a mean with its interval ("–" when there is none).
+
+    >>> interval({"mean": 0.5, "low": 0.25, "high": 0.75}), interval({"mean": None})
+    ('0.500 [0.250, 0.750]', '–')
+    """
+    if not value or value.get("mean") is None:
+        return "–"
+    return f"{value['mean']:.{digits}f} [{value['low']:.{digits}f}, {value['high']:.{digits}f}]"
 
 
 def metrics_rows(models: dict[str, dict]) -> list[dict]:
@@ -114,7 +126,10 @@ def metrics_rows(models: dict[str, dict]) -> list[dict]:
         {
             "model": name,
             "model id": m["model_id"],
-            "CER": interval(m["cer"]),
+            "CER": interval(m["cer"], 4),
+            "gap closed": interval(m.get("gap_closed")),
+            "visible F1": interval(m.get("visible_f1")),
+            "invisible F1": interval(m.get("invisible_f1")),
             "chrF": interval(m["chrf"]),
             "structure F1": interval(m["structure_f1"]),
             "text CER": f"{m['text_cer']['mean']:.3f}",
@@ -125,10 +140,14 @@ def metrics_rows(models: dict[str, dict]) -> list[dict]:
     ]
 
 
-def kind_rows(models: dict[str, dict]) -> list[dict]:
-    """Structure F1 per element kind (micro over the chunks), a row per model, and the counts."""
+def kind_rows(models: dict[str, dict], among: Sequence[str] = KINDS) -> list[dict]:
+    """Structure F1 per element kind (micro over the chunks), a row per model, and the counts.
+
+    ``among``: the kinds to show (those that occur), e.g. :data:`tasks.evaluate.VISIBLE_KINDS`.
+    """
     kinds = sorted(
-        {k for m in models.values() for k in m.get("structure_by_kind", {})}, key=KINDS.index
+        {k for m in models.values() for k in m.get("structure_by_kind", {}) if k in among},
+        key=KINDS.index,
     )
     if not kinds:
         return []
@@ -136,10 +155,25 @@ def kind_rows(models: dict[str, dict]) -> list[dict]:
     rows = []
     for name, m in models.items():
         by_kind = m.get("structure_by_kind", {})
-        counts |= {k: v["reference"] for k, v in by_kind.items()}
+        counts |= {k: v["reference"] for k, v in by_kind.items() if k in counts}
         f1s = {k: by_kind.get(k, {}).get("f1") for k in kinds}
         rows.append({"model": name} | {k: "–" if v is None else f"{v:.2f}" for k, v in f1s.items()})
     return [{"model": "(in the references)"} | counts, *rows]
+
+
+def paired_lines(comparisons: list[dict]) -> list[str]:
+    """One line per paired CER comparison: the mean difference, its interval, the verdict.
+
+    >>> paired_lines([{"model": "finetuned", "against": "base", "mean": -0.002,
+    ...                "low": -0.003, "high": -0.001}])
+    ['finetuned − base: CER −0.0020 [−0.0030, −0.0010]: better']
+    """
+    lines = []
+    for c in comparisons:
+        verdict = "better" if c["high"] < 0 else "worse" if c["low"] > 0 else "not distinguishable"
+        numbers = f"{c['mean']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}]".replace("-", "−")
+        lines.append(f"{c['model']} − {c['against']}: CER {numbers}: {verdict}")
+    return lines
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -177,13 +211,36 @@ def report_markdown(report: dict, worst: list) -> str:
         markdown_table(metrics_rows(report["models"])),
         "![metrics](metrics.png)\n\n![training loss](loss.png)",
     ]
-    by_kind = kind_rows(report["models"])
-    if by_kind:
+    parts.append(
+        "**gap closed**: (CER identity − CER model) / (CER identity − CER ceiling), a ratio of "
+        "the means over the chunks with a paired bootstrap interval: 0 is the plain text "
+        "copied (identity), 1 the **ceiling**, the author's Markdown without emphasis, strong "
+        "and inline code, which plain text keeps no trace of. **visible F1**: headings, list "
+        "items, code blocks, quotes, tables and thematic breaks; **invisible F1**: emphasis, "
+        "strong and inline code (micro over the chunks)."
+    )
+    paired = report.get("paired_cer") or []
+    if paired:
+        lines = "\n".join(f"- {line}" for line in paired_lines(paired))
+        parts.append(
+            "## Paired comparisons\n\nThe mean per-chunk CER difference on the same chunks, "
+            f"with its bootstrap interval (below 0: the first model is better).\n\n{lines}"
+        )
+    visible = kind_rows(report["models"], VISIBLE_KINDS)
+    invisible = kind_rows(report["models"], INVISIBLE_KINDS)
+    if visible or invisible:
+        tables = [
+            f"**{title}**\n\n{markdown_table(rows)}"
+            for title, rows in (
+                ("Visible: their trace survives in the plain text", visible),
+                ("Invisible: plain text keeps no trace of them (the ceiling has none)", invisible),
+            )
+            if rows
+        ]
         parts.append(
             "## Structure F1 by element kind\n\nMicro F1 over all test chunks (an element "
             "counts when its kind, detail and text all match); the first row counts the "
-            "reference's elements. Emphasis and strong leave no trace in plain text.\n\n"
-            + markdown_table(by_kind)
+            "reference's elements.\n\n" + "\n\n".join(tables)
         )
     if decision:
         verdict = "promoted" if decision["promote"] else "kept the champion"
@@ -209,19 +266,20 @@ def worst_html(worst: list) -> str:
 
 
 def plot_metrics(models: dict[str, dict], out: Path) -> Path:
-    """CER, chrF and structure F1 per model with their intervals, as a PNG."""
+    """CER, gap closed, visible F1 and chrF per model with their intervals, as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(models)
-    fig, axes = plt.subplots(1, len(METRIC_LABELS), figsize=(12, 0.5 * len(names) + 2), dpi=110)
+    fig, axes = plt.subplots(1, len(METRIC_LABELS), figsize=(15, 0.5 * len(names) + 2), dpi=110)
     for ax, (key, label) in zip(axes, METRIC_LABELS.items(), strict=True):
-        means = [models[n][key]["mean"] for n in names]
+        values = [models[n].get(key) or {} for n in names]
+        means = [v.get("mean") or 0.0 for v in values]  # no value (no gap at all): 0, no bar
         errors = [
-            [m - models[n][key]["low"] for n, m in zip(names, means, strict=True)],
-            [models[n][key]["high"] - m for n, m in zip(names, means, strict=True)],
+            [m - (v.get("low") or m) for v, m in zip(values, means, strict=True)],
+            [(v.get("high") or m) - m for v, m in zip(values, means, strict=True)],
         ]
         ax.barh(names, means, xerr=errors, capsize=3, color="tab:blue", alpha=0.75)
         ax.set(title=label)
@@ -287,6 +345,7 @@ def publish_evaluation(report: dict, report_dir: str) -> None:
         markdown=(
             f"## Evaluation {report['run_id']}\n\n"
             + markdown_table(metrics_rows(report["models"]))
+            + "".join(f"\n\n{line}" for line in paired_lines(report.get("paired_cer") or []))
             + (f"\n\n**Champion/challenger:** {decision['reason']}" if decision else "")
             + f"\n\nReport: `{report_dir}/report.md` (charts: metrics.png, loss.png)"
         ),

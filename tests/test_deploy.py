@@ -104,7 +104,7 @@ def test_retrain_runs_complete_and_publish_their_evaluation(retrained):
     # the artifact is the first run's report, as written to DATA/reports/<run id>/
     metrics = json.loads((Path(runs[0]["report"]) / "metrics.json").read_text())
     cer = metrics["models"]["finetuned"]["cer"]
-    assert rows["finetuned"]["CER"] == f"{cer['mean']:.3f} [{cer['low']:.3f}, {cer['high']:.3f}]"
+    assert rows["finetuned"]["CER"] == f"{cer['mean']:.4f} [{cer['low']:.4f}, {cer['high']:.4f}]"
 
 
 def test_a_second_run_waits_for_the_first_and_reuses_its_cache(retrained):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
+import types
 
 import duckdb
 import pandas as pd
@@ -15,10 +17,18 @@ from backends.local.faithful import Matcher
 from backends.local.generate import generate
 from backends.local.model import load_model
 from config.runtime import results_in
+from config.settings import load_settings
 from flows.evaluate import evaluate
 from flows.retrain import retrain
 from tasks.clean import markdown_to_plain
-from tasks.evaluate import decide_promotion, read_test_examples
+from tasks.evaluate import (
+    computed_model,
+    computing_function,
+    decide_promotion,
+    models_to_compare,
+    read_test_examples,
+    without_invisible,
+)
 from tasks.finetune import current_model
 from tasks.store import read_runs
 
@@ -27,6 +37,7 @@ from conftest import SAMPLE, task_states
 SYSTEM = {"role": "system", "content": "You render plain text into markdown format."}
 N_SAMPLE = len(list((SAMPLE / "posts").glob("*.html")))
 KEYS = {"model_id", "cer", "chrf", "structure_f1", "text_cer", "seconds_per_example", "cost_usd"}
+NEW_KEYS = {"visible_f1", "invisible_f1", "gap_closed"}
 
 
 @pytest.fixture(scope="module")
@@ -77,17 +88,41 @@ def test_report_files_exist_and_parse(retrained):
     assert (data / "reports" / "latest").resolve() == report_dir.resolve()
     metrics = json.loads((report_dir / "metrics.json").read_text())
     models = metrics["models"]
-    assert set(models) == {"identity", "base", "base_raw", "finetuned", "finetuned_raw"}
+    assert set(models) == {
+        "identity",
+        "ceiling",
+        "rules",
+        "base",
+        "base_raw",
+        "finetuned",
+        "finetuned_raw",
+    }
     for name, row in models.items():
-        assert set(row) >= KEYS, name
+        assert set(row) >= KEYS | NEW_KEYS, name
         assert row["cer"]["low"] <= row["cer"]["mean"] <= row["cer"]["high"], name
         assert row["cost_usd"] == 0.0
+        for key in NEW_KEYS:
+            assert set(row[key]) == {"mean", "low", "high"}, (name, key)
+    # the ceiling closes the whole gap, identity none of it; the ceiling has every visible
+    # element and no invisible one
+    assert models["ceiling"]["gap_closed"] == {"mean": 1.0, "low": 1.0, "high": 1.0}
+    assert models["identity"]["gap_closed"] == {"mean": 0.0, "low": 0.0, "high": 0.0}
+    assert models["ceiling"]["visible_f1"] == {"mean": 1.0, "low": 1.0, "high": 1.0}
+    assert models["ceiling"]["model_id"] == "ceiling" and models["rules"]["model_id"] == "rules"
+    assert [(c["model"], c["against"]) for c in metrics["paired_cer"]] == [
+        ("finetuned", "identity"),
+        ("finetuned", "base"),
+        ("finetuned", "rules"),
+    ]
     assert models["finetuned"]["model_id"] == result["finetune"]["model_id"]
     assert metrics["examples"] == 3
-    for name in ("identity", "base", "finetuned"):  # faithful mode keeps every word
+    faithful = ("identity", "ceiling", "rules", "base", "finetuned")
+    for name in faithful:  # faithful mode keeps every word
         assert models[name]["text_cer"]["mean"] == 0.0, name
     report = (report_dir / "report.md").read_text()
     assert "| finetuned_raw |" in report and "## Worst examples" in report
+    assert "| ceiling |" in report and "| rules |" in report and "gap closed" in report
+    assert "## Paired comparisons" in report and "finetuned − rules: CER" in report
     by_kind = report.split("## Structure F1 by element kind")[1].split("##")[0]
     expected = models["identity"]["structure_by_kind"]
     assert expected  # the sample has headings
@@ -108,8 +143,11 @@ def test_faithful_answers_keep_the_input_text(retrained):
     rows = [json.loads(line) for line in (report_dir / "answers.jsonl").read_text().splitlines()]
     for row, example in zip(rows, examples, strict=True):
         assert row["plain"] == example["plain"]
-        for name in ("identity", "base", "finetuned"):
+        for name in ("identity", "base", "finetuned", "rules"):
             assert markdown_to_plain(row[name]) == example["plain"], name
+        # the ceiling is not repaired: its text is the plain text already
+        assert markdown_to_plain(row["ceiling"]) == example["plain"]
+        assert row["ceiling"] == without_invisible(example["reference"])
 
 
 def test_first_run_promotes_and_records(retrained):
@@ -138,7 +176,7 @@ def test_challenger_is_promoted_exactly_when_not_worse(retrained, tmp_path):
     # only the new model generates: identity, base and the champion's answers are cached
     states = task_states(state)
     assert states[("generate_answers", "Completed")] == 2  # the twin, faithful and raw
-    assert states[("generate_answers", "Cached")] == 5
+    assert states[("generate_answers", "Cached")] == 7  # with identity, ceiling and rules
     new, old = report["models"]["finetuned"], report["models"]["champion"]
     assert [s["cer"] for s in new["scores"]] == [s["cer"] for s in old["scores"]]
     decision = report["decision"]
@@ -173,3 +211,30 @@ def test_faithful_generation_keeps_words_with_a_random_model(tiny_model):
 
     for text, answer in zip(texts, answers, strict=True):
         assert words(answer) == words(text)
+
+
+def stand_in_rules(plain: str) -> str:
+    """A stand-in rule-based formatter: every line a paragraph."""
+    return plain.replace("\n", "\n\n")
+
+
+def test_computed_models_are_compared_and_follow_their_code(monkeypatch):
+    rules = types.ModuleType("tasks.rules")
+    rules.rules_markdown = stand_in_rules
+    monkeypatch.setitem(sys.modules, "tasks.rules", rules)
+    assert computing_function("rules")("a\nb") == "a\n\nb"
+    assert computing_function("ceiling")("Some *soft* `x`.") == "Some soft x."
+    assert computing_function("identity")("a *b*") == "a *b*"
+    conf = load_settings().model_dump(mode="json")
+    models = models_to_compare("new", None, conf, {"plain": "a", "reference": "# a"})
+    assert [(m["name"], m["backend"]) for m in models] == [
+        ("identity", "computed"),
+        ("ceiling", "computed"),
+        ("rules", "computed"),
+        ("base", conf["finetune"]["backend"]),
+        ("finetuned", conf["finetune"]["backend"]),
+    ]
+    # the cache key holds the source of the module that computes the answers: here this file
+    assert models[2]["source_sha256"] != models[0]["source_sha256"]
+    assert models[0]["source_sha256"] == models[1]["source_sha256"]  # both tasks/evaluate.py
+    assert computed_model("rules") == models[2]

@@ -10,11 +10,18 @@ from hypothesis import strategies as st
 
 from tasks.clean import html_to_markdown, markdown_to_plain
 from tasks.evaluate import (
+    INVISIBLE_KINDS,
     KINDS,
     SUMMARY_KEYS,
+    VISIBLE_KINDS,
     bootstrap_interval,
+    bootstrap_ratio,
     cer,
     chrf,
+    f1_interval,
+    gap_closed,
+    paired_comparisons,
+    paired_difference,
     score_example,
     structure_by_kind,
     structure_counts,
@@ -22,6 +29,8 @@ from tasks.evaluate import (
     structure_f1,
     summarize_scores,
     text_cer,
+    with_gap_closed,
+    without_invisible,
 )
 
 from conftest import SAMPLE
@@ -46,6 +55,8 @@ print("hi")
 | Name | Value |
 | --- | --- |
 | a | 1 |
+
+---
 """
 
 
@@ -71,6 +82,8 @@ def test_score_example_shape():
         "chrf",
         "structure_f1",
         "text_cer",
+        "visible_f1",
+        "invisible_f1",
         "structure",
         "structure_counts",
     }
@@ -327,3 +340,183 @@ def test_a_real_sample_article():
     assert identity["text_cer"] == 0.0
     assert identity["structure"]["heading"] == 0.0
     assert identity["structure_f1"] < 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Visible / invisible structure, the ceiling, gap closed, paired intervals
+
+
+def test_visible_and_invisible_kinds_split_every_kind():
+    assert set(VISIBLE_KINDS) | set(INVISIBLE_KINDS) == set(KINDS)
+    assert not set(VISIBLE_KINDS) & set(INVISIBLE_KINDS)
+    assert set(INVISIBLE_KINDS) == {"emphasis", "strong", "code_inline"}
+
+
+def test_a_thematic_break_is_a_visible_element():
+    assert structure_elements("a\n\n---\n\nb\n\n***\n") == Counter({("hr", "", ""): 2})
+    assert structure_f1("a\n\nb\n", "a\n\n---\n\nb\n")["hr"] == 0.0
+    assert score_example("a\n\n* * *\n\nb", "a\n\n---\n\nb", "a\nb")["visible_f1"] == 1.0
+
+
+def test_visible_and_invisible_f1_by_hand():
+    reference = "# Title\n\nSome *soft* and **bold** `code`.\n\n- one\n- two\n\n> Quote.\n"
+    # heading right, one of two items, the quote missed, a heading invented;
+    # emphasis right, strong missed, the code span as emphasis
+    prediction = "# Title\n\nSome *soft* and bold *code*.\n\n- one\n\ntwo\n\nQuote.\n\n## New\n"
+    scores = score_example(prediction, reference, markdown_to_plain(reference))
+    # visible: matched 2 (heading, "one"); predicted 3 (2 headings, 1 item); reference 4
+    assert scores["visible_f1"] == 2 * 2 / (3 + 4)
+    # invisible: matched 1 (emphasis "soft"); predicted 2 (two emphases); reference 3
+    assert scores["invisible_f1"] == 2 * 1 / (2 + 3)
+    assert scores["structure_f1"] == 2 * 3 / (5 + 7)  # overall: the two together
+    nothing = score_example("Just text.", "Just text.", "Just text.")
+    assert nothing["visible_f1"] == nothing["invisible_f1"] == 1.0  # as structure_f1
+    plain_only = score_example("Some soft.", "Some *soft*.", "Some soft.")
+    assert (plain_only["visible_f1"], plain_only["invisible_f1"]) == (1.0, 0.0)
+
+
+def test_f1_interval_is_micro_over_the_chunks():
+    scores = [
+        score_example("# A", "# A", "A"),  # 1 of 1
+        score_example("B", "# B\n\n- c\n- d", "B\nc\nd"),  # 0 of 3
+        score_example("Text.", "Text.", "Text."),  # nothing either side: counts for nothing
+    ]
+    micro = f1_interval(scores, VISIBLE_KINDS, samples=500)
+    assert micro["mean"] == 2 * 1 / (1 + 4)  # not the mean of 1, 0 and 1
+    assert micro["low"] == 0.0 and micro["high"] == 1.0  # resamples of chunk 2 only, of chunk 1
+    assert f1_interval(scores, INVISIBLE_KINDS) == {"mean": 1.0, "low": 1.0, "high": 1.0}
+
+
+TRICKY = [  # (reference, its ceiling)
+    ("A **bold** and *light* word, ***both***.", "A bold and light word, both."),
+    (r"Escaped \*not\* and \_not\_, 2 * 3 * 4.", r"Escaped \*not\* and \_not\_, 2 * 3 * 4."),
+    ("Run `rm *.txt` and `a*b*c` now.", r"Run rm \*.txt and a\*b\*c now."),
+    ("`*` and *`x`*", r"\* and x"),
+    ("**a *b* c** _d_ __e__ snake_case_name", "a b c d e snake_case_name"),
+    ("*1.* is a number.", r"1\. is a number."),
+    ("`# not a heading`", r"\# not a heading"),
+    ("## A *b* ##\n\n> quote **c**\n> more\n", "## A b ##\n\n> quote c\n> more\n"),
+    ("- item *x*\n  next `y`\n", "- item x\n  next y\n"),
+    ("| a | `b\\|c` |\n| - | - |\n| *d* | e |\n", "| a | b\\|c |\n| - | - |\n| d | e |\n"),
+    (
+        "[`Vec`][vec] and [*x*]\n\n[vec]: /v\n[*x*]: /x\n",
+        "[Vec][vec] and [x][*x*]\n\n[vec]: /v\n[*x*]: /x\n",
+    ),
+    (
+        "See [`a[0]`](/a) and `[ref]`.\n\n[ref]: /r\n",
+        "See [a\\[0\\]](/a) and \\[ref\\].\n\n[ref]: /r\n",
+    ),
+    ("```\n*not* `code`\n```\n\n    *indented*\n", "```\n*not* `code`\n```\n\n    *indented*\n"),
+    ("<span>*html*</span> `x`", "<span>html</span> x"),
+    ("No markup at all.\n", "No markup at all.\n"),
+]
+
+
+@pytest.mark.parametrize(("reference", "expected"), TRICKY)
+def test_without_invisible_on_tricky_inputs(reference, expected):
+    ceiling = without_invisible(reference)
+    assert ceiling == expected
+    # what a perfect model could write from the plain text: the same plain text, every visible
+    # element, no invisible one
+    assert markdown_to_plain(ceiling) == markdown_to_plain(reference)
+    elements = structure_elements(ceiling)
+    assert not [e for e in elements if e[0] in INVISIBLE_KINDS]
+    visible = Counter(
+        {e: n for e, n in structure_elements(reference).items() if e[0] in VISIBLE_KINDS}
+    )
+    assert elements == visible
+
+
+def test_without_invisible_of_the_sample_articles():
+    for post in sorted((SAMPLE / "posts").glob("*.html")):
+        markdown = html_to_markdown(post.read_text(encoding="utf-8"))
+        ceiling = without_invisible(markdown)
+        assert markdown_to_plain(ceiling) == markdown_to_plain(markdown), post.name
+        assert structure_f1(ceiling, markdown)["heading"] in (None, 1.0)
+        assert score_example(ceiling, markdown, "")["visible_f1"] == 1.0, post.name
+
+
+def chunk_models(identity, model, ceiling):
+    """Scored models as with_gap_closed reads them: per-chunk CERs only."""
+    return {
+        name: {"scores": [{"cer": c} for c in cers]}
+        for name, cers in (("identity", identity), ("finetuned", model), ("ceiling", ceiling))
+    }
+
+
+def test_gap_closed_is_exactly_one_for_the_ceiling_and_zero_for_identity():
+    identity, ceiling = [0.3, 0.07, 0.011, 0.2], [0.1, 0.0, 0.003, 0.2]
+    models = with_gap_closed(chunk_models(identity, [0.2, 0.05, 0.02, 0.1], ceiling))
+    assert models["ceiling"]["gap_closed"] == {"mean": 1.0, "low": 1.0, "high": 1.0}
+    assert models["identity"]["gap_closed"] == {"mean": 0.0, "low": 0.0, "high": 0.0}
+    assert 0 < models["finetuned"]["gap_closed"]["mean"] < 1
+
+
+def test_gap_closed_is_a_ratio_of_means():
+    gap = gap_closed([0.1, 0.4], [0.2, 0.4], [0.0, 0.0], samples=500)
+    assert gap["mean"] == pytest.approx(0.1 / 0.6)  # the mean of per-chunk ratios: 0.25
+    # resamples: chunk 0 twice (1/4): 0.5; chunk 1 twice (1/4): 0; one of each: 1/6
+    assert gap["low"] == 0.0 and gap["high"] == 0.5
+
+
+def test_gap_closed_interval_by_hand():
+    """Three chunks of equal gap, the first closed, the others not: a resample's ratio is the
+    share of draws of chunk 0: 0 (8/27), 1/3 (12/27), 2/3 (6/27) or 1 (1/27 = 3.7 %).
+    The 95 % interval's tails are 2.5 % each: [0, 1]. A 90 % interval (tails of 5 %): [0, 2/3].
+    """
+    gap = gap_closed([0.0, 0.3, 0.3], [0.3, 0.3, 0.3], [0.0, 0.0, 0.0], samples=20000)
+    assert gap["mean"] == pytest.approx(1 / 3)
+    assert gap["low"] == 0.0 and gap["high"] == pytest.approx(1.0)
+    narrower = gap_closed(
+        [0.0, 0.3, 0.3], [0.3, 0.3, 0.3], [0.0, 0.0, 0.0], samples=20000, confidence=0.9
+    )
+    assert narrower["low"] == 0.0 and narrower["high"] == pytest.approx(2 / 3)
+
+
+def test_gap_closed_resamples_the_chunks_of_all_models_together():
+    """Chunks of very different CERs where the model closes exactly half of each chunk's gap:
+    every paired resample closes half, so the interval has no width. Resampling the models
+    independently would mix unrelated chunks and give a wide interval."""
+    identity = [0.02, 0.5, 0.11, 0.9, 0.3, 0.05, 0.7, 0.25]
+    ceiling = [c / 4 for c in identity]
+    model = [(i + c) / 2 for i, c in zip(identity, ceiling, strict=True)]
+    gap = gap_closed(model, identity, ceiling)
+    assert gap["mean"] == pytest.approx(0.5)
+    assert gap["low"] == pytest.approx(0.5, abs=1e-12)
+    assert gap["high"] == pytest.approx(0.5, abs=1e-12)
+
+
+def test_gap_closed_without_a_gap_has_no_value():
+    assert gap_closed([0.1], [0.2], [0.2]) == {"mean": None, "low": None, "high": None}
+
+
+def test_bootstrap_ratio_rejects_bad_input():
+    with pytest.raises(ValueError, match="same length"):
+        bootstrap_ratio([1.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="same length"):
+        bootstrap_ratio([], [])
+
+
+def test_paired_difference_is_paired():
+    """Strongly correlated arms: the challenger is the champion less 0.01 on every chunk. The
+    paired interval is that exact difference; unpaired resampling would span the spread of
+    the chunks' CERs (0.02 to 0.9), far wider."""
+    champion = [0.02, 0.5, 0.11, 0.9, 0.3, 0.05, 0.7, 0.25]
+    challenger = [c - 0.01 for c in champion]
+    diff = paired_difference(challenger, champion)
+    assert diff["mean"] == pytest.approx(-0.01)
+    assert diff["low"] == pytest.approx(-0.01, abs=1e-12)
+    assert diff["high"] == pytest.approx(-0.01, abs=1e-12)
+
+
+def test_paired_comparisons_of_the_finetune_against_each_baseline():
+    cers = {"finetuned": [0.1, 0.2], "identity": [0.3, 0.4], "rules": [0.1, 0.2], "x": [0.0, 0.0]}
+    models = {name: {"scores": [{"cer": c} for c in cs]} for name, cs in cers.items()}
+    compared = paired_comparisons(models, samples=200)
+    assert [(c["model"], c["against"]) for c in compared] == [
+        ("finetuned", "identity"),
+        ("finetuned", "rules"),
+    ]
+    assert compared[0]["mean"] == pytest.approx(-0.2) and compared[1]["mean"] == 0.0
+    assert compared[0]["high"] < 0
+    assert paired_comparisons({"identity": models["identity"]}) == []

@@ -172,7 +172,7 @@ def test_openai_models_compared_only_when_available():
     conf["evaluate"]["openai_models"] = ["gpt-4o-mini"]
     one_shot = {"plain": "a", "reference": "*a*"}
     names = [m["name"] for m in models_to_compare("new", None, conf, one_shot)]
-    assert names == ["identity", "base", "finetuned"]
+    assert names == ["identity", "ceiling", "rules", "base", "finetuned"]
     models = models_to_compare("new", None, conf, one_shot, openai_available=True)
     assert [(m["name"], m["backend"]) for m in models][-1] == ("gpt-4o-mini", "openai")
     assert "For example, this plain text:\n\na\n\nis rendered" in models[-1]["system"]
@@ -344,7 +344,10 @@ def test_retrain_flow_with_the_openai_backend(
     assert model_id.startswith(f"ft:{tiny_model.name}:personal:")
     assert report["models"]["finetuned"]["model_id"] == model_id
     assert report["models"]["base"]["model_id"] == tiny_model.name
-    assert set(report["models"]) == {"identity", "base", "base_raw", "finetuned", "finetuned_raw"}
+    assert set(report["models"]) == {
+        *("identity", "ceiling", "rules"),
+        *("base", "base_raw", "finetuned", "finetuned_raw"),
+    }
     for name in ("base", "finetuned"):  # faithful through the server, then repaired
         assert report["models"][name]["text_cer"]["mean"] == 0.0
     metrics = json.loads((Path(report["report_dir"]) / "metrics.json").read_text())

@@ -160,23 +160,29 @@ class FaithfulProcessor:
         import torch
 
         if input_ids.shape[1] > self.width:
-            self._take(input_ids[:, -1].tolist())
+            for row, token_id in enumerate(input_ids[:, -1].tolist()):
+                self.take(row, token_id)
         top = torch.topk(scores, TOP_K, dim=-1).indices.tolist()
         forced = scores.new_full(scores.shape, float("-inf"))
         for row, candidates in enumerate(top):
             forced[row, self._choose(row, candidates)] = 0.0
         return forced
 
-    def _take(self, last: list[int]) -> None:
-        """Move each live row's matcher past the token it was given."""
-        for row, token_id in enumerate(last):
-            if self.ended[row]:
-                continue
-            if token_id in self.stops:
-                self.ended[row] = True
-            else:
-                data = self.table[token_id] if token_id < len(self.table) else None
-                self.matchers[row].feed(data or b"")
+    def choose(self, row: int, scores: Any) -> int:
+        """The token for ``row`` from its next-token ``scores`` (``backends.local.decode``)."""
+        import torch
+
+        return self._choose(row, torch.topk(scores, TOP_K).indices.tolist())
+
+    def take(self, row: int, token_id: int) -> None:
+        """Move the row's matcher past the token it was given (a stop token ends the row)."""
+        if self.ended[row]:
+            return
+        if token_id in self.stops:
+            self.ended[row] = True
+        else:
+            data = self.table[token_id] if token_id < len(self.table) else None
+            self.matchers[row].feed(data or b"")
 
     def _choose(self, row: int, candidates: list[int]) -> int:
         """The first candidate that fits the row's input, else the input's own next token."""

@@ -30,9 +30,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from backends.local.decode import DRAFT_TOKENS
 from backends.local.model import load_model
 
 STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
@@ -123,6 +125,110 @@ def _until_stop(tokens: list[int], stops: list[int]) -> list[int]:
     return tokens[: min(ends)] if ends else tokens
 
 
+@dataclass
+class Batch:
+    """What decoding each batch of one ``generate`` call needs besides its rows."""
+
+    tokenizer: Any
+    faithful: bool
+    stops: list[int]
+    streamer: Any
+    should_stop: Callable[[], bool] | None
+    sampling: dict[str, Any]
+    seed: int | None
+
+    @property
+    def pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return pad if pad is not None else self.stops[0]
+
+
+def _decode_copying(
+    model: Any,
+    batch: Batch,
+    prompts: list[list[int]],
+    plains: list[str],
+    budgets: list[int],
+    draft_tokens: int,
+) -> list[tuple[list[int], str]]:
+    """Greedy answers through ``backends.local.decode``: each row's tokens and why it ended."""
+    import torch
+
+    from backends.local.decode import Argmax, decode
+    from backends.local.faithful import FaithfulProcessor
+
+    tokenizer, streamer = batch.tokenizer, batch.streamer
+    chooser = FaithfulProcessor(tokenizer, plains, batch.stops, 0) if batch.faithful else Argmax()
+    sources = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in plains]
+    on_tokens = None
+    if streamer is not None:  # as model.generate feeds a streamer: the prompt, then tokens
+        streamer.put(torch.tensor(prompts[0]))
+
+        def on_tokens(row: int, tokens: list[int]) -> None:
+            streamer.put(torch.tensor(tokens))
+
+    kept = decode(
+        model, prompts, sources, budgets, chooser, stops=batch.stops, pad_id=batch.pad_id,
+        draft_tokens=draft_tokens, on_tokens=on_tokens, should_stop=batch.should_stop,
+    )  # fmt: skip
+    if streamer is not None:
+        streamer.end()
+    return kept
+
+
+def _decode_one_by_one(
+    model: Any, batch: Batch, prompts: list[list[int]], plains: list[str], budgets: list[int]
+) -> list[tuple[list[int], str]]:
+    """Answers from ``model.generate`` (sampling, or greedy one token a pass)."""
+    import torch
+    from transformers import LogitsProcessorList
+
+    from backends.local.faithful import FaithfulProcessor
+
+    padded = batch.tokenizer.pad(
+        {"input_ids": prompts},
+        padding=True,
+        padding_side="left",  # the next token of every row sits in the last column
+        return_tensors="pt",
+    )
+    width = padded["input_ids"].shape[1]
+    processors = LogitsProcessorList()
+    if batch.faithful:
+        processors.append(FaithfulProcessor(batch.tokenizer, plains, batch.stops, width))
+    extra: dict[str, Any] = {"do_sample": False, **batch.sampling}
+    if batch.streamer is not None:
+        extra["streamer"] = batch.streamer
+    if batch.should_stop is not None:
+        extra["stopping_criteria"] = _stopping_criteria(batch.should_stop)
+    fork_devices: list = []  # CPU only: fork_rng must not touch (or initialise) CUDA
+    with (
+        torch.inference_mode(),
+        torch.random.fork_rng(devices=fork_devices, enabled=batch.seed is not None),
+    ):
+        if batch.seed is not None:
+            torch.manual_seed(batch.seed)
+        out = model.generate(
+            input_ids=padded["input_ids"],
+            attention_mask=padded["attention_mask"],
+            num_beams=1,
+            use_cache=True,
+            max_new_tokens=max(budgets),
+            eos_token_id=batch.stops,
+            pad_token_id=batch.pad_id,
+            logits_processor=processors,
+            **extra,
+        )
+    # Each row keeps at most its OWN budget, so an answer never depends on the batching.
+    kept = []
+    for j, budget in enumerate(budgets):
+        row = out[j, width:].tolist()
+        tokens = _until_stop(row, batch.stops)[:budget]
+        ended = len(tokens) < min(len(row), budget) and row[len(tokens)] in batch.stops
+        reason = "stop" if ended else "length" if len(tokens) >= budget else "cancelled"
+        kept.append((tokens, reason))
+    return kept
+
+
 def generate(
     model: Any,
     tokenizer: Any,
@@ -139,6 +245,7 @@ def generate(
     streamer: Any = None,
     should_stop: Callable[[], bool] | None = None,
     details: list[dict[str, Any]] | None = None,
+    draft_tokens: int = DRAFT_TOKENS,
 ) -> list[str]:
     """Greedy answers to ``conversations`` (assistant prompt added), in the input order.
 
@@ -151,18 +258,15 @@ def generate(
     true ends generation. ``details``: if given, one dict per conversation is appended, in
     the input order: ``prompt_tokens``, ``completion_tokens`` and ``finish_reason`` ("stop":
     an end token; "length": the budget; "cancelled": ``should_stop``).
+    ``draft_tokens``: greedy answers copy ahead (``backends.local.decode``), checking up to
+    this many of the input's tokens per forward pass; 0 decodes one token a pass with
+    ``model.generate``. Both give the same tokens.
     """
-    import torch
-    from transformers import LogitsProcessorList
-
-    from backends.local.faithful import FaithfulProcessor
-
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, not {batch_size}")
     if streamer is not None and len(conversations) != 1:
         raise ValueError(f"a streamer takes one conversation, not {len(conversations)}")
     sampling = _sampling(temperature, top_p)
-    stopping = _stopping_criteria(should_stop)
     prompts = [
         tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
         for conv in conversations
@@ -176,65 +280,28 @@ def generate(
     if max_new_tokens_cap is not None:
         budgets = [min(budget, max(1, max_new_tokens_cap)) for budget in budgets]
     found: list[dict[str, Any]] = [{} for _ in ids]
-    stops = stop_token_ids(tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     answers: list[str] = [""] * len(ids)
-    done = 0
+    batch = Batch(
+        tokenizer, faithful, stop_token_ids(tokenizer), streamer, should_stop, sampling, seed
+    )
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        batch = tokenizer.pad(
-            {"input_ids": [ids[i] for i in rows]},
-            padding=True,
-            padding_side="left",  # the next token of every row sits in the last column
-            return_tensors="pt",
-        )
-        width = batch["input_ids"].shape[1]
-        processors = LogitsProcessorList()
-        if faithful:
-            plains = [conversations[i][-1]["content"] for i in rows]
-            processors.append(FaithfulProcessor(tokenizer, plains, stops, width))
-        extra: dict[str, Any] = {"do_sample": False, **sampling}
-        if streamer is not None:
-            extra["streamer"] = streamer
-        if stopping:
-            extra["stopping_criteria"] = stopping
-        fork_devices: list = []  # CPU only: fork_rng must not touch (or initialise) CUDA
-        with (
-            torch.inference_mode(),
-            torch.random.fork_rng(devices=fork_devices, enabled=seed is not None),
-        ):
-            if seed is not None:
-                torch.manual_seed(seed)
-            out = model.generate(
-                input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"],
-                num_beams=1,
-                use_cache=True,
-                max_new_tokens=max(budgets[i] for i in rows),
-                eos_token_id=stops,
-                pad_token_id=pad_id,
-                logits_processor=processors,
-                **extra,
-            )
-        # Each row keeps at most its OWN budget, so an answer never depends on the batching.
-        new_tokens = []
-        for j, i in enumerate(rows):
-            row = out[j, width:].tolist()
-            kept = _until_stop(row, stops)[: budgets[i]]
-            new_tokens.append(kept)
-            ended = len(kept) < min(len(row), budgets[i]) and row[len(kept)] in stops
-            reason = "stop" if ended else "length" if len(kept) >= budgets[i] else "cancelled"
+        plains = [conversations[i][-1]["content"] for i in rows]
+        prompts_ids, row_budgets = [ids[i] for i in rows], [budgets[i] for i in rows]
+        if draft_tokens > 0 and not sampling:
+            kept = _decode_copying(model, batch, prompts_ids, plains, row_budgets, draft_tokens)
+        else:
+            kept = _decode_one_by_one(model, batch, prompts_ids, plains, row_budgets)
+        texts = tokenizer.batch_decode([tokens for tokens, _ in kept], skip_special_tokens=True)
+        for i, text, (tokens, reason) in zip(rows, texts, kept, strict=True):
+            answers[i] = text.strip()
             found[i] = {
                 "prompt_tokens": len(ids[i]),
-                "completion_tokens": len(kept),
+                "completion_tokens": len(tokens),
                 "finish_reason": reason,
             }
-        texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        for i, text in zip(rows, texts, strict=True):
-            answers[i] = text.strip()
-        done += len(rows)
         if progress is not None:
-            progress(done, len(ids))
+            progress(start + len(rows), len(ids))
     if details is not None:
         details.extend(found)
     return answers
