@@ -135,8 +135,20 @@ class FinetuneSettings(_Section):
     # (Apache 2.0, converted once to a plain HF folder under DATA/models/base/), or a local HF
     # folder; openai: the model to fine-tune, e.g. gpt-4o-mini-2024-07-18
     epochs: int = 3  # passes over the train split; the seed's (OpenAI's default) 3
-    batch_size: int = 4  # sequences per micro-batch: ~4 x 800 tokens, well within 24 GiB
-    grad_accum: int = 1  # micro-batches per optimizer step
+    batch_size: int = 4  # sequences per length-grouped batch (run in passes of at most
+    # micro_batch_tokens padded tokens)
+    grad_accum: int = 1  # batches per optimizer step
+    micro_batch_tokens: int = 1024  # padded tokens (rows x longest row) of one forward and
+    # backward pass: a batch is cut into micro-batches of at most this many (a longer example
+    # goes alone; 0: never cut). The activations autograd keeps for the backward pass cost
+    # ~2 MB a token for SmolLM2-135M with LoRA on every linear layer (fp32), so a batch of
+    # 4 x 856 tokens held 7+ GB and training peaked at 13 GB; the step's loss and gradient
+    # are the same (accumulated over the step's target tokens)
+    mmap_threshold_kb: int = 256  # glibc only: allocations of this many kB or more get their
+    # own mmap and go back to the OS when freed, so activations of varying sizes cannot
+    # fragment the heap (which held 1.1 GB more at the same step, and grew step after step).
+    # It costs system time (page faults, ~+30 % CPU time a step on a busy 2-core VM); 0 leaves
+    # glibc's own threshold, which rises to 32 MB: faster, ~1.5x the peak memory
     learning_rate: float = 1e-3  # peak LR; LoRA wants ~10x a full fine-tune's rate. On the
     # sample, 1e-3 reached valid loss 0.072 after 2 epochs where 5e-4 reached 0.116, and only
     # the 1e-3 model added markup (structure F1 0.40 after 3 epochs, against 0.00)

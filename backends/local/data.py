@@ -13,6 +13,13 @@ and the template's trailing newline) is labelled -100 and ignored by the loss.
 True
 >>> sorted(sorted(b) for b in batches)  # similar lengths share a batch: little padding
 [[0, 2], [1, 3], [4, 5]]
+
+A batch is run in micro-batches of at most ``max_tokens`` padded tokens (rows x the longest
+row), because the activations autograd keeps for the backward pass grow with them:
+>>> split_by_tokens([0, 1, 2, 3], [300, 500, 200, 450], max_tokens=1024)
+[[1, 3], [0, 2]]
+>>> split_by_tokens([0, 1, 2, 3], [300, 500, 200, 450], max_tokens=0)  # no bound
+[[0, 1, 2, 3]]
 """
 
 from __future__ import annotations
@@ -113,6 +120,24 @@ def length_grouped_batches(
         batches += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
     rng.shuffle(batches)
     return batches
+
+
+def split_by_tokens(batch: list[int], lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """``batch`` (indices into ``lengths``) as micro-batches of <= ``max_tokens`` padded tokens.
+
+    Longest first, each micro-batch as many rows as fit (a micro-batch pads to its longest
+    row, so rows x that width <= ``max_tokens``); a row longer than the bound goes alone.
+    ``max_tokens`` 0 keeps the batch whole. Every index appears once.
+    """
+    if max_tokens <= 0:
+        return [list(batch)]
+    micro: list[list[int]] = []
+    for i in sorted(batch, key=lambda i: -lengths[i]):
+        if micro and (len(micro[-1]) + 1) * lengths[micro[-1][0]] <= max_tokens:
+            micro[-1].append(i)
+        else:
+            micro.append([i])
+    return micro
 
 
 def collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
