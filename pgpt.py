@@ -21,14 +21,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
-# Without PREFECT_API_URL, Prefect runs a temporary server for each command. Keep it from
-# sending telemetry (offline, every run would log an error), give it time to start on a busy
-# machine, and keep its shutdown quiet: it is stopped when the command ends, while its
-# services may still be flushing the last events, and that logs tracebacks after a run that
-# succeeded. Each is only a default: the user's own Prefect settings win.
+# Without PREFECT_API_URL, and with no Prefect server running here (`_prefect`), Prefect runs
+# a temporary server for each command. Keep it from sending telemetry (offline, every run
+# would log an error), give it time to start on a busy machine, and keep its shutdown quiet:
+# it is stopped when the command ends, while its services may still be flushing the last
+# events, and that logs tracebacks after a run that succeeded. Each is only a default: the
+# user's own Prefect settings win.
 if not os.environ.get("PREFECT_API_URL"):
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
@@ -52,6 +54,19 @@ def main(
 
 def _data_dir() -> str:
     return os.environ["PGPT_DATA_DIR"]
+
+
+@contextmanager
+def _prefect() -> Iterator[None]:
+    """Where a command's flows run: a Prefect server already running on this machine when
+    there is one (said in one line), else ``PREFECT_API_URL`` or the temporary server as
+    before (``config/prefect_server.py``); task results persist under the data dir."""
+    from config.prefect_server import prefect_api
+    from config.runtime import results_in
+
+    notices = Console(stderr=True)
+    with prefect_api(lambda line: notices.print(line, soft_wrap=True)), results_in(_data_dir()):
+        yield
 
 
 def _print_ingest(summary: dict) -> None:
@@ -99,20 +114,18 @@ def ingest(
     profile: Profile = "default",
 ) -> None:
     """Scrape and clean SOURCES into parquet/articles.parquet."""
-    from config.runtime import results_in
     from flows.ingest import ingest as ingest_flow
 
-    with results_in(_data_dir()):
+    with _prefect():
         _print_ingest(ingest_flow(sources, profile, _data_dir()))
 
 
 @app.command()
 def export(profile: Profile = "default") -> None:
     """Chunk and split the stored articles; write train/valid/test JSONL and stats."""
-    from config.runtime import results_in
     from flows.export import export as export_flow
 
-    with results_in(_data_dir()):
+    with _prefect():
         _print_export(export_flow(profile, _data_dir()))
 
 
@@ -175,32 +188,55 @@ def _num(value: float | None) -> str:
 @app.command()
 def finetune(profile: Profile = "default") -> None:
     """Fine-tune on DATA/jsonl with the configured backend; the result becomes current."""
-    from config.runtime import results_in
     from flows.finetune import finetune as finetune_flow
 
-    with results_in(_data_dir()), _training_bar():
+    with _prefect(), _training_bar():
         job = finetune_flow(profile, _data_dir())
     _print_finetune(job)
 
 
 def _print_evaluation(report: dict) -> None:
-    table = Table(title=f"Evaluation on {report['examples']} test chunks (95 % intervals)")
-    for name in ("model", "CER ↓", "chrF", "F1", "text", "s", "$"):
-        table.add_column(name, justify="left" if name == "model" else "right", no_wrap=True)
-    for name, m in report["models"].items():
+    def share(value: dict, interval: bool = False) -> str:
+        if value.get("mean") is None:
+            return "–"
+        return f"{value['mean']:.2f}" + (
+            f" [{value['low']:.2f}, {value['high']:.2f}]" if interval else ""
+        )
+
+    models = report["models"]
+    priced = any(m["cost_usd"] for m in models.values())
+    columns = ["model", "CER ↓", "gap closed", "vis. F1", "inv. F1", "text", "s"]
+    table = Table(
+        title=f"Evaluation on {report['examples']} test chunks (95 % intervals)",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column(columns[0], no_wrap=True, min_width=max(map(len, models)))
+    for name in columns[1:] + (["$"] if priced else []):
+        table.add_column(name, justify="right", overflow="fold")
+    for name, m in models.items():
         table.add_row(
             name,
-            f"{m['cer']['mean']:.3f} [{m['cer']['low']:.3f}, {m['cer']['high']:.3f}]",
-            f"{m['chrf']['mean']:.3f}",
-            f"{m['structure_f1']['mean']:.3f}",
+            f"{m['cer']['mean']:.4f}",
+            share(m.get("gap_closed", {}), interval=True),
+            share(m["visible_f1"]),
+            share(m["invisible_f1"]),
             f"{m['text_cer']['mean']:.3f}",
             f"{m['seconds_per_example']:.1f}",
-            f"{m['cost_usd']:.2f}",
+            *([f"{m['cost_usd']:.2f}"] if priced else []),
         )
     console.print(table)
-    console.print("  F1: structure F1; text: CER of the text alone; s: seconds a chunk")
+    console.print(
+        "  gap closed: share of the CER between identity (0) and the ceiling (1: the reference "
+        "without the markup plain text cannot show); vis./inv. F1: structure F1 of what plain "
+        "text shows / cannot show; text: CER of the words alone; s: seconds a chunk"
+    )
+    for pair in report.get("paired_cer", []):
+        console.print(
+            f"  {pair['model']} − {pair['against']}: CER {pair['mean']:+.4f} "
+            f"[{pair['low']:+.4f}, {pair['high']:+.4f}]"
+        )
     for name, m in report["models"].items():
-        if not name.endswith("_raw") and name != "identity":
+        if not name.endswith("_raw") and m["model_id"] != name:
             console.print(f"  {name}: {m['model_id']}", soft_wrap=True)
     decision = report.get("decision")
     if decision:
@@ -218,10 +254,9 @@ def evaluate(
     profile: Profile = "default",
 ) -> None:
     """Score a model on the test split against identity, the base model and the champion."""
-    from config.runtime import results_in
     from flows.evaluate import evaluate as evaluate_flow
 
-    with results_in(_data_dir()):
+    with _prefect():
         _print_evaluation(evaluate_flow(profile, _data_dir(), model_id=model, promote=promote))
 
 
@@ -279,10 +314,9 @@ def run(
     profile: Profile = "default",
 ) -> None:
     """Run the whole retrain flow: ingest, export, fine-tune, evaluate (and promote)."""
-    from config.runtime import results_in
     from flows.retrain import retrain
 
-    with results_in(_data_dir()), _training_bar():
+    with _prefect(), _training_bar():
         result = retrain(source or None, profile, _data_dir())
     _print_ingest(result["ingest"])
     _print_export(result["export"])

@@ -13,6 +13,8 @@ import pytest
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="pgpt-prefect-home-")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# never the Prefect server a developer may have running (config/prefect_server.py)
+os.environ.setdefault("PGPT_REUSE_PREFECT_SERVER", "0")
 # the machine's training slot (flows.finetune.training_lock): the suite's own, inherited by
 # the workers and subprocesses it starts
 os.environ["PGPT_TRAIN_LOCK"] = os.path.join(tempfile.mkdtemp(prefix="pgpt-lock-"), "train.lock")
