@@ -75,7 +75,7 @@ def timed(model, tokenizer, chats, batch_size: int, faithful: bool, drafts: int)
     start = time.perf_counter()
     answers = generate(
         model, tokenizer, chats, batch_size=batch_size, faithful=faithful,
-        draft_tokens=drafts, details=details,
+        draft_tokens=drafts, details=details, copy_ahead_rows=batch_size,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     return answers, sum(d["completion_tokens"] for d in details), seconds

@@ -56,7 +56,7 @@ def test_copy_ahead_gives_plain_greedys_tokens(tiny, faithful: bool, batch_size:
         details: list[dict] = []
         out = generate(
             model, tokenizer, conversations, batch_size=batch_size, faithful=faithful,
-            draft_tokens=draft_tokens, details=details, max_new_tokens=60,
+            draft_tokens=draft_tokens, details=details, max_new_tokens=60, copy_ahead_rows=3,
         )  # fmt: skip
         return out, details
 
