@@ -149,6 +149,10 @@ class FinetuneSettings(_Section):
     # fragment the heap (which held 1.1 GB more at the same step, and grew step after step).
     # It costs system time (page faults, ~+30 % CPU time a step on a busy 2-core VM); 0 leaves
     # glibc's own threshold, which rises to 32 MB: faster, ~1.5x the peak memory
+    decision_weight: float = Field(1.0, ge=1.0)  # loss weight of the target tokens where the
+    # Markdown departs from the plain text, and of each line's first token (where the author
+    # chose a block's kind; backends/local/decisions.py), against 1 for the copied rest. 1:
+    # every target token alike (what every earlier model was trained with)
     learning_rate: float = 1e-3  # peak LR; LoRA wants ~10x a full fine-tune's rate. On the
     # sample, 1e-3 reached valid loss 0.072 after 2 epochs where 5e-4 reached 0.116, and only
     # the 1e-3 model added markup (structure F1 0.40 after 3 epochs, against 0.00)

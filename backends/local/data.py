@@ -69,11 +69,16 @@ def _encode(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
 
-def tokenize_example(messages: Messages, tokenizer: Any, max_tokens: int) -> dict[str, Any]:
+def tokenize_example(
+    messages: Messages, tokenizer: Any, max_tokens: int, decision_weight: float = 1.0
+) -> dict[str, Any]:
     """Token ids and labels (-100 except the assistant's content and closing token) of a chat.
 
     Returns ``input_ids``, ``labels``, ``n_target`` (labelled positions) and ``truncated``
-    (the example was longer than ``max_tokens`` and was cut from the end).
+    (the example was longer than ``max_tokens`` and was cut from the end). With a
+    ``decision_weight`` other than 1, also ``weights``: per position, the loss weight of its
+    label (0 where there is none; ``decision_weight`` on the assistant's tokens where its
+    Markdown departs from the user's plain text, ``backends.local.decisions``; else 1).
     """
     if not messages or messages[-1]["role"] != "assistant":
         raise ValueError("the last message must be the assistant's (the training target)")
@@ -97,7 +102,28 @@ def tokenize_example(messages: Messages, tokenizer: Any, max_tokens: int) -> dic
     truncated = len(full) > max_tokens
     input_ids, labels = full[:max_tokens], labels[:max_tokens]
     n_target = sum(label != IGNORE for label in labels[1:])  # position 0 is never predicted
-    return {"input_ids": input_ids, "labels": labels, "n_target": n_target, "truncated": truncated}
+    example = {"input_ids": input_ids, "labels": labels, "n_target": n_target}
+    if decision_weight != 1.0:
+        weights = _decision_weights(messages, tokenizer, prefix_text, full_text, decision_weight)
+        kept = zip(weights[:max_tokens], labels, strict=True)
+        example["weights"] = [w if label != IGNORE else 0.0 for w, label in kept]
+    return example | {"truncated": truncated}
+
+
+def _decision_weights(
+    messages: Messages, tokenizer: Any, prefix_text: str, full_text: str, weight: float
+) -> list[float]:
+    """Each token's loss weight in ``full_text``: ``weight`` where the assistant decides."""
+    from backends.local.decisions import decision_chars, token_weights
+
+    plain = next(m["content"] for m in reversed(messages[:-1]) if m["role"] == "user")
+    markdown = messages[-1]["content"]
+    start = len(prefix_text)  # the assistant's content starts here in full_text
+    offsets = tokenizer(full_text, add_special_tokens=False, return_offsets_mapping=True)
+    spans = [
+        (a - start, b - start) if a >= start else (-1, -1) for a, b in offsets["offset_mapping"]
+    ]
+    return token_weights(spans, decision_chars(plain, markdown), weight)
 
 
 def length_grouped_batches(
@@ -141,16 +167,22 @@ def split_by_tokens(batch: list[int], lengths: list[int], max_tokens: int) -> li
 
 
 def collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
-    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` (-100 on padding) tensors."""
+    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` (-100 on padding) tensors,
+    and ``weights`` (0 on padding) when every example has them."""
     import torch
 
     width = max(len(e["input_ids"]) for e in examples)
     input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
     attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    weighted = all("weights" in e for e in examples)
+    weights = torch.zeros((len(examples), width)) if weighted else None
     for row, e in enumerate(examples):
         n = len(e["input_ids"])
         input_ids[row, :n] = torch.tensor(e["input_ids"], dtype=torch.long)
         labels[row, :n] = torch.tensor(e["labels"], dtype=torch.long)
         attention_mask[row, :n] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        if weights is not None:
+            weights[row, :n] = torch.tensor(e["weights"])
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    return batch | ({"weights": weights} if weights is not None else {})

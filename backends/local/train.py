@@ -132,17 +132,18 @@ def file_sha256(*paths: str | Path | None) -> str:
 
 
 def load_split(
-    path: str | Path | None, tokenizer: Any, max_tokens: int
+    path: str | Path | None, tokenizer: Any, max_tokens: int, decision_weight: float = 1.0
 ) -> tuple[list[dict[str, Any]], int, int]:
     """Tokenized examples of a JSONL split, the number truncated, and the number dropped.
 
     An example is dropped when truncation leaves it no target token at all.
+    ``decision_weight``: see ``backends.local.data.tokenize_example``.
     """
     if path is None:
         return [], 0, 0
     examples, truncated, dropped = [], 0, 0
     for messages in read_examples(path):
-        example = tokenize_example(messages, tokenizer, max_tokens)
+        example = tokenize_example(messages, tokenizer, max_tokens, decision_weight)
         truncated += example["truncated"]
         if example["n_target"] == 0:
             dropped += 1
@@ -393,7 +394,8 @@ def target_loss(model: Any, batch: dict[str, Any]) -> tuple[Any, int]:
     """(sum of the cross-entropies at the target positions, number of target positions).
 
     Runs the decoder, then the LM head on the target positions only (position t predicts
-    token t + 1), which saves the vocabulary projection of every other position.
+    token t + 1), which saves the vocabulary projection of every other position. A batch
+    with ``weights`` sums each cross-entropy times its label's weight.
     """
     import torch.nn.functional as F
 
@@ -404,23 +406,33 @@ def target_loss(model: Any, batch: dict[str, Any]) -> tuple[Any, int]:
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE
     logits = base.get_output_embeddings()(hidden[:, :-1][keep])
-    loss = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
-    return loss, int(keep.sum())
+    if "weights" not in batch:
+        return F.cross_entropy(logits.float(), targets[keep], reduction="sum"), int(keep.sum())
+    losses = F.cross_entropy(logits.float(), targets[keep], reduction="none")
+    return (losses * batch["weights"][:, 1:][keep]).sum(), int(keep.sum())
+
+
+def target_weight(batch: dict[str, Any]) -> float:
+    """What a batch's summed loss is divided by: its targets' weights, or their count."""
+    if "weights" in batch:
+        return float(batch["weights"][:, 1:].sum())
+    return float((batch["labels"][:, 1:] != IGNORE).sum())
 
 
 def accumulate_gradients(model: Any, micro_batches: list[dict[str, Any]]) -> tuple[float, int]:
     """Backward of the mean loss over all target tokens of ``micro_batches``; (mean, count).
 
-    Each micro-batch's summed loss is divided by the step's total target count, so the
-    accumulated gradient equals that of one batch holding every micro-batch.
+    Each micro-batch's summed loss is divided by the step's total target weight (the target
+    count, unless the batches carry loss weights), so the accumulated gradient equals that of
+    one batch holding every micro-batch.
     """
-    n_target = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in micro_batches)
-    loss_sum = 0.0
+    total = sum(target_weight(b) for b in micro_batches)
+    loss_sum, n_target = 0.0, 0
     for batch in micro_batches:
-        loss, _ = target_loss(model, batch)
-        (loss / n_target).backward()
-        loss_sum += loss.item()
-    return loss_sum / n_target, n_target
+        loss, count = target_loss(model, batch)
+        (loss / total).backward()
+        loss_sum, n_target = loss_sum + loss.item(), n_target + count
+    return loss_sum / total, n_target
 
 
 def train_step(
@@ -580,9 +592,17 @@ RESUME_INDEPENDENT = (
 # memory is handed back (the same examples and loss); openai configures another backend
 
 
+ADDED_LATER = {"decision_weight": 1.0}  # settings hashed only away from these defaults, so
+# that a job trained before they existed keeps its name (an unchanged dataset never retrains)
+
+
 def run_fingerprint(dataset_sha256: str, base_dir: str | Path, settings: dict[str, Any]) -> str:
     """Hash of what a checkpoint's progress depends on: data, base model and settings."""
-    kept = {k: v for k, v in settings.items() if k not in RESUME_INDEPENDENT}
+    kept = {
+        k: v
+        for k, v in settings.items()
+        if k not in RESUME_INDEPENDENT and (k not in ADDED_LATER or ADDED_LATER[k] != v)
+    }
     blob = json.dumps(
         {"data": dataset_sha256, "base": str(Path(base_dir).resolve()), "settings": kept},
         sort_keys=True,
@@ -686,7 +706,9 @@ def prepare_run(
     tune_allocator(s["mmap_threshold_kb"])  # before the model and the first activations
     dataset_sha256 = file_sha256(train_jsonl, valid_jsonl)
     model, tokenizer = build_model(base_dir, s)
-    train_set, truncated, dropped = load_split(train_jsonl, tokenizer, s["max_seq_tokens"])
+    train_set, truncated, dropped = load_split(
+        train_jsonl, tokenizer, s["max_seq_tokens"], s["decision_weight"]
+    )
     valid_set, v_truncated, v_dropped = load_split(valid_jsonl, tokenizer, s["max_seq_tokens"])
     if not train_set:
         raise ValueError(f"{train_jsonl}: no training example with a target token")
