@@ -42,6 +42,19 @@ class Service:
     def api(self) -> str:
         return f"{self.url}/api"
 
+    def wait_healthy(self, timeout_s: float) -> None:
+        """Wait until the server answers ``/health`` (RuntimeError after ``timeout_s``)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if httpx.get(f"{self.api}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or self.processes[0].poll() is not None:
+                raise RuntimeError(f"prefect server did not start: {self.tail()}")
+            time.sleep(0.5)
+
     def request(self, method: str, path: str, body: dict | None = None) -> httpx.Response:
         """One API request; retried on 503 (SQLite busy under a worker's polling), as
         Prefect's own client does."""
@@ -146,17 +159,11 @@ def start_service(tmp: Path) -> Service:
     logs.mkdir(parents=True)
     service = Service(url=f"http://127.0.0.1:{port}", env=env, logs=logs)
     service.start("server", f"PORT={port}")
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"{service.api}/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline or service.processes[0].poll() is not None:
-            service.stop()
-            raise RuntimeError(f"prefect server did not start: {service.tail()}")
-        time.sleep(0.5)
+    try:
+        service.wait_healthy(120)
+    except RuntimeError:
+        service.stop()
+        raise
     deploy = subprocess.run(
         ["make", "--no-print-directory", "deploy", f"PORT={port}"],
         cwd=ROOT,

@@ -17,7 +17,6 @@ from test_local_model import chain_model, chat, prompt_ids
 from backends.local.decode import Argmax, Drafter, _compact, decode
 from backends.local.generate import generate
 from backends.local.model import load_model
-from backends.local.tiny import make_tiny_model
 
 TEXTS = [
     "Hi there",
@@ -29,13 +28,9 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0)
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_dir: Path):
-    return load_model(tiny_dir, threads=1)
+def tiny(tiny_model: Path):
+    """The tiny model (conftest) and its tokenizer, loaded once for this module."""
+    return load_model(tiny_model, threads=1)
 
 
 def passes(model) -> list[int]:
@@ -77,13 +72,13 @@ def test_copying_takes_fewer_passes_under_the_constraint(tiny) -> None:
     assert len(seen) < 0.7 * tokens
 
 
-def test_a_copying_model_takes_one_pass_per_draft(tiny_dir: Path) -> None:
-    model, tokenizer = load_model(tiny_dir, threads=1)
+def test_a_copying_model_takes_one_pass_per_draft(tiny_model: Path) -> None:
+    model, tokenizer = load_model(tiny_model, threads=1)
     prompt = prompt_ids(tokenizer, chat("Copy this"))
     source = [t for t in range(300, 313) if t != prompt[-1]][:12]  # 12 distinct tokens
     [stop] = tokenizer.convert_tokens_to_ids(["<|im_end|>"])
     chain = dict(zip([prompt[-1], *source], [*source, stop], strict=True))
-    model, tokenizer = chain_model(tiny_dir, chain)
+    model, tokenizer = chain_model(tiny_model, chain)
     seen = passes(model)
     [(tokens, reason)] = decode(
         model, [prompt], [source], [100], Argmax(), stops=[stop], pad_id=0, draft_tokens=4

@@ -13,10 +13,8 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from config import prefect_server
@@ -51,16 +49,7 @@ def server_fixture(tmp_path_factory):
     service = Service(url=f"http://127.0.0.1:{port}", env=env, logs=tmp / "logs")
     service.start("server", f"PORT={port}")
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"{service.api}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or service.processes[0].poll() is not None:
-                raise RuntimeError(f"prefect server did not start: {service.tail()}")
-            time.sleep(0.5)
+        service.wait_healthy(180)
         yield service
     finally:
         service.stop()

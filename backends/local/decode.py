@@ -141,15 +141,7 @@ def decode(
             mask[i, width - len(prompt) :] = 1
     cache = DynamicCache(config=model.config)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    with torch.inference_mode():
-        logits = model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            cache=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        ).logits
+    logits = _forward(model, ids, mask, positions, cache, last_only=True)
     live = rows
     last = [0] * len(rows)  # the token each live row feeds next (kept, not yet in the cache)
     for i, row in enumerate(live):
@@ -179,20 +171,30 @@ def decode(
         kept = torch.tensor([row.kept for row in live]).unsqueeze(1)
         positions = kept + torch.arange(columns).unsqueeze(0)
         mask = torch.cat([mask, step_mask], dim=1)
-        with torch.inference_mode():
-            logits = model(
-                input_ids=step,
-                attention_mask=mask,
-                position_ids=positions,
-                cache=cache,
-                use_cache=True,
-            ).logits
+        logits = _forward(model, step, mask, positions, cache)
         for i, (row, draft) in enumerate(zip(live, drafts, strict=True)):
             taken = _verify(row, draft, logits[i], chooser, stops, on_tokens)
             mask[i, mask.shape[1] - columns + taken :] = 0  # the rejected draft's columns
             row.kept += taken
             last[i] = row.tokens[-1] if row.tokens else last[i]
     return [(row.tokens, row.reason or "length") for row in rows]
+
+
+def _forward(
+    model: Any, ids: Any, mask: Any, positions: Any, cache: Any, last_only: bool = False
+) -> Any:
+    """Logits of a pass over ``ids`` (each column's, or only the last) that extends ``cache``."""
+    import torch
+
+    with torch.inference_mode():
+        return model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1 if last_only else 0,
+        ).logits
 
 
 def _keep(
