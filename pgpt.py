@@ -199,9 +199,11 @@ def _print_evaluation(report: dict) -> None:
     def share(value: dict, interval: bool = False) -> str:
         if value.get("mean") is None:
             return "–"
-        return f"{value['mean']:.2f}" + (
-            f" [{value['low']:.2f}, {value['high']:.2f}]" if interval else ""
-        )
+        if value["mean"] < -1:  # worse than the input by more than the whole gap
+            return "< -1"
+        low = "< -1" if value["low"] < -1 else f"{value['low']:.2f}"
+        bounds = f" [{low}, {value['high']:.2f}]" if interval else ""
+        return f"{value['mean']:.2f}{bounds}"
 
     models = report["models"]
     priced = any(m["cost_usd"] for m in models.values())
@@ -212,7 +214,7 @@ def _print_evaluation(report: dict) -> None:
     )
     table.add_column(columns[0], no_wrap=True, min_width=max(map(len, models)))
     for name in columns[1:] + (["$"] if priced else []):
-        table.add_column(name, justify="right", overflow="fold")
+        table.add_column(name, justify="right", no_wrap=True)
     for name, m in models.items():
         table.add_row(
             name,
@@ -221,13 +223,14 @@ def _print_evaluation(report: dict) -> None:
             share(m["visible_f1"]),
             share(m["invisible_f1"]),
             f"{m['text_cer']['mean']:.3f}",
-            f"{m['seconds_per_example']:.1f}",
+            f"{m['seconds_per_example']:.0f}",
             *([f"{m['cost_usd']:.2f}"] if priced else []),
         )
     console.print(table)
     console.print(
         "  gap closed: share of the CER between identity (0) and the ceiling (1: the reference "
-        "without the markup plain text cannot show); vis./inv. F1: structure F1 of what plain "
+        "without the markup plain text cannot show; < -1: worse than the input by more than "
+        "that); vis./inv. F1: structure F1 of what plain "
         "text shows / cannot show; text: CER of the words alone; s: seconds a chunk"
     )
     for pair in report.get("paired_cer", []):
