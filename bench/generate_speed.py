@@ -14,6 +14,7 @@ does), ``ratio: X.XX`` (ours over plain at batch 1) and, unless ``--no-format``,
 time of ``pgpt format`` on a ~400-token chunk in a fresh process (model load included).
 
     .venv/bin/python bench/generate_speed.py                  # base SmolLM2, faithful
+    .venv/bin/python bench/generate_speed.py --data-dir D --model ID  # a fine-tune of D
     .venv/bin/python bench/generate_speed.py --chunks 2 --no-format   # a smoke run
 
 Run it alone: two torch processes on 2 cores slow each other 5-10x (the load is printed).
@@ -81,12 +82,12 @@ def timed(model, tokenizer, chats, batch_size: int, faithful: bool, drafts: int)
     return answers, sum(d["completion_tokens"] for d in details), seconds
 
 
-def format_seconds(data_dir: Path, plain: str) -> float:
-    """Wall time of ``pgpt format`` of ``plain`` with the base model, in a fresh process."""
-    path = data_dir / "chunk.txt"
+def format_seconds(data_dir: Path, model_id: str, plain: str) -> float:
+    """Wall time of ``pgpt format --model MODEL_ID`` of ``plain``, in a fresh process."""
+    path = Path(tempfile.mkdtemp()) / "chunk.txt"
     path.write_text(plain, encoding="utf-8")
     command = [str(ROOT / ".venv/bin/pgpt"), "--data-dir", str(data_dir), "format", str(path)]
-    command += ["--model", "smollm2-135m-instruct"]
+    command += ["--model", model_id]
     start = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True, cwd=ROOT)
     return time.perf_counter() - start
@@ -99,19 +100,23 @@ def main() -> int:
     parser.add_argument("--raw", action="store_true", help="argmax, not the faithful constraint")
     parser.add_argument("--no-format", action="store_true", help="skip the pgpt format timing")
     parser.add_argument("--data-dir", default="data", help="where the base model is converted")
+    parser.add_argument("--model", default=None, help="a model id of --data-dir (default: base)")
     args = parser.parse_args()
 
     import torch
 
+    from backends.local import LocalBackend
     from backends.local.decode import DRAFT_TOKENS
-    from backends.local.generate import load_for_inference
-    from backends.local.model import SMOLLM2, base_model_dir
-    from config.settings import ExportSettings
+    from backends.local.model import SMOLLM2
+    from config.settings import ExportSettings, FinetuneSettings
 
     torch.set_num_threads(os.cpu_count() or 1)
     print(f"load average at start: {os.getloadavg()[0]:.2f}")
     drafts = args.draft_tokens if args.draft_tokens is not None else DRAFT_TOKENS
-    model, tokenizer = load_for_inference(base_model_dir(SMOLLM2, args.data_dir), None)
+    model_id = args.model or SMOLLM2
+    backend = LocalBackend(args.data_dir, FinetuneSettings().model_dump())
+    model, tokenizer = backend.load(model_id)
+    print(f"model: {model_id}")
     system = {"role": "system", "content": ExportSettings().system_message}
     plains = sample_chunks(384)
     chats = [[system, {"role": "user", "content": p}] for p in plains]
@@ -142,12 +147,9 @@ def main() -> int:
     print(f"ratio_batch8: {rates['ours', 8] / rates['plain', 8]:.2f}")
     if not args.no_format:
         target = min(plains, key=lambda p: abs(len(tokenizer(p)["input_ids"]) - 400))
-        with tempfile.TemporaryDirectory() as tmp:
-            base = Path(tmp) / "models" / "base"
-            base.mkdir(parents=True)
-            (base / SMOLLM2).symlink_to(base_model_dir(SMOLLM2, args.data_dir).resolve())
-            n = len(tokenizer(target)["input_ids"])
-            print(f"pgpt format ({n} tokens): {format_seconds(Path(tmp), target):.1f} s")
+        n = len(tokenizer(target)["input_ids"])
+        seconds = format_seconds(Path(args.data_dir), model_id, target)
+        print(f"pgpt format ({n} tokens): {seconds:.1f} s")
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
     return 0 if same else 1
 
