@@ -291,7 +291,15 @@ def format_text(
     model_id = model or current_model(settings.data_dir)
     if model_id is None:
         raise typer.BadParameter("no fine-tuned model yet: run `pgpt finetune` or pass --model")
-    text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    try:
+        text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "it is not UTF-8 text"
+        Console(stderr=True).print(
+            f"pgpt format: cannot read {file}: {reason}; pass a plain-text file, or -",
+            soft_wrap=True,
+        )
+        raise typer.Exit(1) from None
     faithful = settings.evaluate.faithful and not raw
     system = {"role": "system", "content": settings.export.system_message}
     chunks = chunk_plain(text, settings.examples.chunk_tokens)

@@ -198,3 +198,14 @@ def test_pgpt_without_a_prefect_server_runs_quietly(tmp_path):
     assert done.returncode == 0, output
     assert "Ingest" in done.stdout and len(read_articles(tmp_path / "data")) == N_SAMPLE
     assert "Traceback" not in output and "| ERROR" not in output, output
+
+
+def test_pgpt_format_of_an_unreadable_file_is_one_line(tmp_path) -> None:
+    latin1 = tmp_path / "notes.txt"
+    latin1.write_bytes("Caf\xe9 notes".encode("latin-1"))
+    for path, reason in ((tmp_path / "missing.txt", "No such file"), (latin1, "not UTF-8")):
+        args = ["--data-dir", str(tmp_path), "format", str(path), "--model", "any"]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 1
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and str(path) in lines[0] and reason in lines[0], lines

@@ -17,19 +17,11 @@ not drowned by its hundreds of copies.
 [3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 1.0]
 >>> token_weights([(10, 14), (14, 26)], decision_chars(plain, markdown), 3.0)  # copies
 [3.0, 1.0]
->>> structured(markdown), structured("Use small tools, *all* of them.\\n\\nAnd more.")
-(True, False)
 """
 
 from __future__ import annotations
 
-import re
-
 from rapidfuzz.distance import Indel
-
-# A line that opens a block plain text shows as a line of its own: heading, list item, quote,
-# code fence, table row, thematic break (emphasis at a line's start is not one).
-BLOCK_MARKUP = re.compile(r"^(?:#{1,6} |[-+] |\* |\d+[.)] |> ?|```|~~~|\||(?:[-*_] ?){3,}$)", re.M)
 
 
 def decision_chars(plain: str, markdown: str) -> set[int]:
@@ -56,8 +48,3 @@ def token_weights(
         weight if any(i in decisions for i in range(start, max(end, start + 1))) else 1.0
         for start, end in offsets
     ]
-
-
-def structured(markdown: str) -> bool:
-    """Whether the Markdown has a block of visible structure (more than paragraphs)."""
-    return BLOCK_MARKUP.search(markdown) is not None
