@@ -184,6 +184,14 @@ def main() -> None:
     metrics = json.loads((report_dir / "metrics.json").read_text())
     print(f"{metrics['examples']} test chunks; report: {report_dir}/report.md")
     print("\n".join(summary_lines(metrics)))
+    decoding = (result["finetune"].get("metrics") or {}).get("decoding")
+    if decoding:  # backends.local.calibrate: the fine-tune's markup bias, from the valid split
+        print(
+            "markup bias {markup_bias} (valid: {line_starts} line starts, {with_markup} with "
+            "markup; their F1 {f1_without_bias} without the bias, {f1_with_bias} with it)".format(
+                **decoding
+            )
+        )
     print(f"total: {minutes:.1f} min (ingest to evaluation)")
     print("load average (1, 5, 15 min): start {:.2f} {:.2f} {:.2f}".format(*load_start), end="")
     print(", end {:.2f} {:.2f} {:.2f}".format(*load_end))

@@ -153,6 +153,10 @@ class FinetuneSettings(_Section):
     # Markdown departs from the plain text, and of each line's first token (where the author
     # chose a block's kind; backends/local/decisions.py), against 1 for the copied rest. 1:
     # every target token alike (what every earlier model was trained with)
+    scaffold: Literal["none", "rules"] = "rules"  # local: what the model reads. rules: the plain
+    # text as tasks/rules.py formats it, so the model learns where the author departs from
+    # general rules instead of learning structure from scratch (backends/local/scaffold.py);
+    # none: the plain text itself
     learning_rate: float = 1e-3  # peak LR; LoRA wants ~10x a full fine-tune's rate. On the
     # sample, 1e-3 reached valid loss 0.072 after 2 epochs where 5e-4 reached 0.116, and only
     # the 1e-3 model added markup (structure F1 0.40 after 3 epochs, against 0.00)

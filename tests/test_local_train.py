@@ -28,6 +28,7 @@ from backends.local.data import (
     read_examples,
     tokenize_example,
 )
+from backends.local.generate import load_for_inference
 from backends.local.train import (
     METRICS_COLUMNS,
     accumulate_gradients,
@@ -377,6 +378,13 @@ def test_training_lowers_the_loss_and_writes_the_run(
     assert record["tokens_seen"] == sum(len(e["input_ids"]) for e in _tokenized(run, dataset)) * 15
     assert record["final_valid_loss"] == valids[-1]["valid_loss"]
     assert record["truncated_examples"] == 0
+    # the markup bias, chosen on the valid split, goes with the adapter to every decoder
+    decoding = json.loads((run / "adapter" / "decoding.json").read_text())
+    assert decoding == record["decoding"] and decoding["valid_examples"] > 0
+    assert decoding["line_starts"] > 0
+    merged, _ = load_for_inference(tiny_base, run / "adapter", threads=1)
+    assert merged.markup_bias == decoding["markup_bias"]
+    assert merged.scaffold == decoding["scaffold"] == record["hyperparameters"]["scaffold"]
 
     again: list[dict] = []  # done: model.json returned, no training (not even a model load)
     assert (
@@ -391,7 +399,8 @@ def _tokenized(run: Path, dataset: tuple[Path, Path]) -> list[dict]:
 
     record = json.loads((run / "model.json").read_text())
     tok = AutoTokenizer.from_pretrained(record["base_dir"], local_files_only=True)
-    return load_split(dataset[0], tok, record["hyperparameters"]["max_seq_tokens"])[0]
+    settings = record["hyperparameters"]
+    return load_split(dataset[0], tok, settings["max_seq_tokens"], scaffold=settings["scaffold"])[0]
 
 
 def _adapter(run: Path) -> dict:

@@ -8,6 +8,12 @@ of the top ``TOP_K`` is tried, and if none fits, the input's own next token. The
 turn is allowed only once the input is used up, and is forced when the answer runs on
 with markup after that.
 
+At the start of a line, where an answer begins a block with markup or not, the choice is
+made between two sides: the best fitting token that is markup only (``#``, ``##``, ``-``, a
+fence, ...) and the best fitting other token (text, a blank line). The markup wins when its
+score plus ``markup_bias`` (logits) beats the other's, so a positive bias makes a timid model
+start more blocks with markup; ``backends.local.calibrate`` chooses it on the valid split.
+
 Loops are impossible, not just unlikely: markup bytes without text between them are capped
 per run (``RUN_LIMIT``) and in total (``markup_budget``), so an answer is at most the input
 plus a bounded amount of markup. Which markup is *right* is not checked here; the repair
@@ -29,9 +35,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 TOP_K = 8  # candidates tried per step before falling back to the input's own next token
+LINE_START_K = 16  # at a line start: markup candidates, and other candidates, tried each
 RUN_LIMIT = 48  # markup/whitespace bytes allowed in a row without input text (a table rule)
 MARKUP = frozenset(b"#*_>`-+|:.\\0123456789")  # what canonical Markdown adds to the text
 SPACE = frozenset(b" \t\n")
+BLOCK_START = frozenset(b"#*-+>`|0123456789")  # bytes a block's markup may start a line with
 FENCE_LANGUAGE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-_#")
 
 
@@ -118,6 +126,20 @@ class Matcher:
         return self.raw[self.after[pos - 1] if pos else 0 :]
 
 
+def markup_token_ids(table: list[bytes | None]) -> list[int]:
+    """Tokens that can only be markup at a line start: a block-start byte, then markup/space.
+
+    >>> markup_token_ids([b"#", b"##", b" -", b"-based", b"```", None, b"1", b"x"])
+    [0, 1, 4, 6]
+    """
+    allowed = MARKUP | SPACE
+    return [
+        token_id
+        for token_id, data in enumerate(table)
+        if data and data[0] in BLOCK_START and all(byte in allowed for byte in data)
+    ]
+
+
 def byte_alphabet() -> dict[int, str]:
     """GPT-2's byte-level BPE alphabet: each byte's stand-in character in token strings."""
     printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
@@ -146,32 +168,45 @@ def token_bytes(tokenizer: Any) -> list[bytes | None]:
 class FaithfulProcessor:
     """A ``transformers`` logits processor that keeps each row of a batch to its input."""
 
-    def __init__(self, tokenizer: Any, plains: list[str], stops: list[int], width: int) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        plains: list[str],
+        stops: list[int],
+        width: int,
+        markup_bias: float = 0.0,
+    ) -> None:
         self.tokenizer = tokenizer
-        self.table = _cached_table(tokenizer)
+        self.vocabulary = vocabulary(tokenizer)
+        self.table = self.vocabulary.table
         self.byte_ids = {data[0]: i for i, data in enumerate(self.table) if data and len(data) == 1}
         self.matchers = [Matcher(plain) for plain in plains]
         self.stops = stops
         self.width = width  # prompt columns: later columns are the answer's tokens
         self.ended = [False] * len(plains)
         self.fallbacks = 0  # steps where the model's top candidates all broke the input
+        self.markup_bias = markup_bias  # logits added to markup tokens at a line start
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
-        import torch
-
         if input_ids.shape[1] > self.width:
             for row, token_id in enumerate(input_ids[:, -1].tolist()):
                 self.take(row, token_id)
-        top = torch.topk(scores, TOP_K, dim=-1).indices.tolist()
         forced = scores.new_full(scores.shape, float("-inf"))
-        for row, candidates in enumerate(top):
-            forced[row, self._choose(row, candidates)] = 0.0
+        for row in range(scores.shape[0]):
+            forced[row, self.choose(row, scores[row])] = 0.0
         return forced
 
     def choose(self, row: int, scores: Any) -> int:
         """The token for ``row`` from its next-token ``scores`` (``backends.local.decode``)."""
         import torch
 
+        matcher = self.matchers[row]
+        if matcher.line == b"" and not matcher.done and not self.ended[row]:
+            markup, other = line_start_options(matcher, scores, self.vocabulary)
+            if markup is not None and (other is None or markup[1] + self.markup_bias > other[1]):
+                return markup[0]
+            if other is not None:
+                return other[0]
         return self._choose(row, torch.topk(scores, TOP_K).indices.tolist())
 
     def take(self, row: int, token_id: int) -> None:
@@ -207,21 +242,69 @@ class FaithfulProcessor:
         rest = matcher.rest()
         if not rest.strip():
             return self.stops[0]
-        text = rest[:64].decode("utf-8", errors="ignore")
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
-        if ids and (data := self.table[ids[0]]) and matcher.fits(data):
-            return ids[0]
+        own = self.vocabulary.own_next(matcher)
+        if own is not None and (data := self.table[own]) and matcher.fits(data):
+            return own
         for byte in rest:
             if byte not in SPACE and (token_id := self.byte_ids.get(byte)) is not None:
                 return token_id
         return self.stops[0]
 
 
-_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+@dataclass
+class Vocabulary:
+    """What the decoder needs of a tokenizer: each token's bytes, and which are markup only."""
+
+    tokenizer: Any
+    table: list[bytes | None]
+    is_markup: Any  # bool tensor over the token ids: ``markup_token_ids``
+
+    def own_next(self, matcher: Matcher) -> int | None:
+        """The first token of the input's rest (the text itself goes on), if any."""
+        text = matcher.rest()[:64].decode("utf-8", errors="ignore")
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] if text.strip() else []
+        return ids[0] if ids else None
 
 
-def _cached_table(tokenizer: Any) -> list[bytes | None]:
-    """``token_bytes`` once per tokenizer object (it walks the whole vocabulary)."""
-    if tokenizer not in _TABLES:
-        _TABLES[tokenizer] = token_bytes(tokenizer)
-    return _TABLES[tokenizer]
+def line_start_options(
+    matcher: Matcher, scores: Any, vocab: Vocabulary
+) -> tuple[tuple[int, float] | None, tuple[int, float] | None]:
+    """At a line start, ``(token, score)`` of the best fitting markup token and of the rest.
+
+    Each side is the best of its ``LINE_START_K`` highest scores that fits the input (the
+    rest also tries the input's own next token); None where nothing fits. A line start is
+    where an answer adds a block's markup or not: the decoder takes the markup when its score
+    plus the markup bias beats the rest's (``backends.local.calibrate`` chooses the bias).
+    """
+    import torch
+
+    is_markup = torch.zeros(scores.shape[-1], dtype=torch.bool)  # the model's vocabulary size
+    is_markup[: len(vocab.is_markup)] = vocab.is_markup[: scores.shape[-1]]
+
+    def best(mask: Any, extra: int | None = None) -> tuple[int, float] | None:
+        masked = torch.where(mask, scores, torch.full_like(scores, float("-inf")))
+        found = None
+        for token in [*torch.topk(masked, LINE_START_K).indices.tolist(), extra]:
+            if token is None or token >= len(vocab.table) or not mask[token]:
+                continue
+            data, score = vocab.table[token], float(scores[token])
+            if data and matcher.fits(data) and (found is None or score > found[1]):
+                found = (token, score)
+        return found
+
+    return best(is_markup), best(~is_markup, vocab.own_next(matcher))
+
+
+_VOCABULARIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def vocabulary(tokenizer: Any) -> Vocabulary:
+    """The tokenizer's ``Vocabulary``, made once per tokenizer object (it walks every token)."""
+    import torch
+
+    if tokenizer not in _VOCABULARIES:
+        table = token_bytes(tokenizer)
+        is_markup = torch.zeros(len(table), dtype=torch.bool)
+        is_markup[markup_token_ids(table)] = True
+        _VOCABULARIES[tokenizer] = Vocabulary(tokenizer, table, is_markup)
+    return _VOCABULARIES[tokenizer]

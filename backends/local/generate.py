@@ -28,14 +28,17 @@ For a server (``backends.local.server``) the same function also samples (``tempe
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from backends.local.calibrate import DECODING_JSON
 from backends.local.decode import DRAFT_TOKENS
 from backends.local.model import load_model
+from backends.local.scaffold import Scaffold, scaffolded
 
 STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
 
@@ -73,6 +76,11 @@ def load_for_inference(
     peft_model = PeftModel.from_pretrained(model, adapter, is_trainable=False)
     merged = peft_model.merge_and_unload()
     merged.eval()
+    decoding = adapter / DECODING_JSON
+    if decoding.is_file():  # what it reads, and its markup bias (backends.local.calibrate)
+        found = json.loads(decoding.read_text())
+        merged.markup_bias = float(found["markup_bias"])
+        merged.scaffold = found.get("scaffold", "none")
     return merged, tokenizer
 
 
@@ -136,6 +144,7 @@ class Batch:
     should_stop: Callable[[], bool] | None
     sampling: dict[str, Any]
     seed: int | None
+    markup_bias: float = 0.0  # faithful only: logits added to markup tokens at a line start
 
     @property
     def pad_id(self) -> int:
@@ -148,6 +157,7 @@ def _decode_copying(
     batch: Batch,
     prompts: list[list[int]],
     plains: list[str],
+    texts: list[str],
     budgets: list[int],
     draft_tokens: int,
 ) -> list[tuple[list[int], str]]:
@@ -158,8 +168,12 @@ def _decode_copying(
     from backends.local.faithful import FaithfulProcessor
 
     tokenizer, streamer = batch.tokenizer, batch.streamer
-    chooser = FaithfulProcessor(tokenizer, plains, batch.stops, 0) if batch.faithful else Argmax()
-    sources = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in plains]
+    chooser = (
+        FaithfulProcessor(tokenizer, plains, batch.stops, 0, batch.markup_bias)
+        if batch.faithful
+        else Argmax()
+    )
+    sources = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     on_tokens = None
     if streamer is not None:  # as model.generate feeds a streamer: the prompt, then tokens
         streamer.put(torch.tensor(prompts[0]))
@@ -194,7 +208,9 @@ def _decode_one_by_one(
     width = padded["input_ids"].shape[1]
     processors = LogitsProcessorList()
     if batch.faithful:
-        processors.append(FaithfulProcessor(batch.tokenizer, plains, batch.stops, width))
+        processors.append(
+            FaithfulProcessor(batch.tokenizer, plains, batch.stops, width, batch.markup_bias)
+        )
     extra: dict[str, Any] = {"do_sample": False, **batch.sampling}
     if batch.streamer is not None:
         extra["streamer"] = batch.streamer
@@ -247,6 +263,8 @@ def generate(
     details: list[dict[str, Any]] | None = None,
     draft_tokens: int = DRAFT_TOKENS,
     copy_ahead_rows: int = 1,
+    markup_bias: float | None = None,
+    scaffold: Scaffold | None = None,
 ) -> list[str]:
     """Greedy answers to ``conversations`` (assistant prompt added), in the input order.
 
@@ -264,12 +282,21 @@ def generate(
     (``backends.local.decode``), checking up to this many of the input's tokens per forward
     pass; 0, or a larger batch, decodes one token a pass with ``model.generate``
     (bench/generate_speed.py measured it faster for batches of 8). Both give the same tokens.
+    ``markup_bias``: faithful only, logits added to markup-only tokens at each line start;
+    None takes the model's own (chosen on its valid split when it was trained, else 0).
+    ``scaffold``: what the model reads of each text to format (``backends.local.scaffold``); None
+    takes the model's own (what it was trained on, else the text itself). Answers keep the
+    plain text's words whatever the scaffold.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, not {batch_size}")
     if streamer is not None and len(conversations) != 1:
         raise ValueError(f"a streamer takes one conversation, not {len(conversations)}")
     sampling = _sampling(temperature, top_p)
+    plain_texts = [conv[-1]["content"] for conv in conversations]
+    conversations = [
+        scaffolded(conv, scaffold or getattr(model, "scaffold", "none")) for conv in conversations
+    ]
     prompts = [
         tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
         for conv in conversations
@@ -284,15 +311,27 @@ def generate(
         budgets = [min(budget, max(1, max_new_tokens_cap)) for budget in budgets]
     found: list[dict[str, Any]] = [{} for _ in ids]
     answers: list[str] = [""] * len(ids)
+    if markup_bias is None:
+        markup_bias = getattr(model, "markup_bias", 0.0)
     batch = Batch(
-        tokenizer, faithful, stop_token_ids(tokenizer), streamer, should_stop, sampling, seed
+        tokenizer,
+        faithful,
+        stop_token_ids(tokenizer),
+        streamer,
+        should_stop,
+        sampling,
+        seed,
+        float(markup_bias),
     )
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        plains = [conversations[i][-1]["content"] for i in rows]
+        plains = [plain_texts[i] for i in rows]
+        sources = [conversations[i][-1]["content"] for i in rows]
         prompts_ids, row_budgets = [ids[i] for i in rows], [budgets[i] for i in rows]
         if draft_tokens > 0 and not sampling and len(rows) <= copy_ahead_rows:
-            kept = _decode_copying(model, batch, prompts_ids, plains, row_budgets, draft_tokens)
+            kept = _decode_copying(
+                model, batch, prompts_ids, plains, sources, row_budgets, draft_tokens
+            )
         else:
             kept = _decode_one_by_one(model, batch, prompts_ids, plains, row_budgets)
         texts = tokenizer.batch_decode([tokens for tokens, _ in kept], skip_special_tokens=True)

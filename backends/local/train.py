@@ -58,6 +58,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from backends.local.calibrate import DECODING_JSON
 from backends.local.data import (
     IGNORE,
     collate,
@@ -66,6 +67,7 @@ from backends.local.data import (
     split_by_tokens,
     tokenize_example,
 )
+from backends.local.scaffold import Scaffold, scaffolded
 from tasks.atomic import write_atomic
 
 CHECKPOINT_DIR = "checkpoint"
@@ -132,18 +134,25 @@ def file_sha256(*paths: str | Path | None) -> str:
 
 
 def load_split(
-    path: str | Path | None, tokenizer: Any, max_tokens: int, decision_weight: float = 1.0
+    path: str | Path | None,
+    tokenizer: Any,
+    max_tokens: int,
+    decision_weight: float = 1.0,
+    scaffold: Scaffold = "none",
 ) -> tuple[list[dict[str, Any]], int, int]:
     """Tokenized examples of a JSONL split, the number truncated, and the number dropped.
 
     An example is dropped when truncation leaves it no target token at all.
-    ``decision_weight``: see ``backends.local.data.tokenize_example``.
+    ``decision_weight``: see ``backends.local.data.tokenize_example``; ``scaffold``: what the
+    model reads of the text to format (``backends.local.scaffold``).
     """
     if path is None:
         return [], 0, 0
     examples, truncated, dropped = [], 0, 0
     for messages in read_examples(path):
-        example = tokenize_example(messages, tokenizer, max_tokens, decision_weight)
+        example = tokenize_example(
+            scaffolded(messages, scaffold), tokenizer, max_tokens, decision_weight
+        )
         truncated += example["truncated"]
         if example["n_target"] == 0:
             dropped += 1
@@ -592,8 +601,9 @@ RESUME_INDEPENDENT = (
 # memory is handed back (the same examples and loss); openai configures another backend
 
 
-ADDED_LATER = {"decision_weight": 1.0}  # settings hashed only away from these defaults, so
-# that a job trained before they existed keeps its name (an unchanged dataset never retrains)
+ADDED_LATER = {"decision_weight": 1.0, "scaffold": "none"}  # settings hashed only away from
+# these defaults, so that a job trained before they existed keeps its name (an unchanged
+# dataset never retrains)
 
 
 def run_fingerprint(dataset_sha256: str, base_dir: str | Path, settings: dict[str, Any]) -> str:
@@ -640,6 +650,7 @@ class Run:
     settings: dict[str, Any]
     dataset_sha256: str
     model: Any
+    tokenizer: Any
     pad: int
     train_set: list[dict[str, Any]]
     valid_set: list[dict[str, Any]]
@@ -707,9 +718,11 @@ def prepare_run(
     dataset_sha256 = file_sha256(train_jsonl, valid_jsonl)
     model, tokenizer = build_model(base_dir, s)
     train_set, truncated, dropped = load_split(
-        train_jsonl, tokenizer, s["max_seq_tokens"], s["decision_weight"]
+        train_jsonl, tokenizer, s["max_seq_tokens"], s["decision_weight"], s["scaffold"]
     )
-    valid_set, v_truncated, v_dropped = load_split(valid_jsonl, tokenizer, s["max_seq_tokens"])
+    valid_set, v_truncated, v_dropped = load_split(
+        valid_jsonl, tokenizer, s["max_seq_tokens"], scaffold=s["scaffold"]
+    )
     if not train_set:
         raise ValueError(f"{train_jsonl}: no training example with a target token")
     n_batches = math.ceil(len(train_set) / s["batch_size"])
@@ -723,6 +736,7 @@ def prepare_run(
         settings=s,
         dataset_sha256=dataset_sha256,
         model=model,
+        tokenizer=tokenizer,
         pad=pad_id(tokenizer),
         train_set=train_set,
         valid_set=valid_set,
@@ -851,6 +865,8 @@ def finish(run: Run) -> dict[str, Any]:
     state, run_dir = run.state, run.run_dir
     adapter_tmp = _temp_dir(run_dir, ADAPTER_DIR)
     run.model.save_pretrained(adapter_tmp)
+    decoding = calibrate_decoding(run)
+    write_atomic(adapter_tmp / DECODING_JSON, json.dumps(decoding, indent=2) + "\n")
     _replace_dir(adapter_tmp, run_dir / ADAPTER_DIR)
     final_train = (
         state["epoch_loss_sum"] / state["epoch_targets"]
@@ -878,6 +894,7 @@ def finish(run: Run) -> dict[str, Any]:
         "resumes": state["resumes"],
         "final_train_loss": final_train,
         "final_valid_loss": state["valid_loss"],
+        "decoding": decoding,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     write_atomic(run_dir / MODEL_JSON, json.dumps(record, indent=2) + "\n")
@@ -885,6 +902,16 @@ def finish(run: Run) -> dict[str, Any]:
         shutil.rmtree(run_dir / name, ignore_errors=True)
     run.emit({"type": "end", "already_done": False, **_end_summary(record)})
     return record
+
+
+def calibrate_decoding(run: Run) -> dict[str, Any]:
+    """The faithful decoder's markup bias, chosen on the valid split (``calibrate``)."""
+    from backends.local.calibrate import calibrate
+
+    run.model.eval()
+    found = calibrate(run.model, run.tokenizer, run.valid_jsonl, run.settings["scaffold"])
+    run.emit({"type": "calibrated", **found})
+    return found
 
 
 def _end_summary(record: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,112 @@
+"""The markup bias: chosen on the valid split (backends/local/calibrate.py), used by the decoder.
+
+``choose_bias`` is checked on hand-made margins with exact values; the margins themselves on
+the tiny model, against the faithful decoder they stand for: a line start whose margin plus
+the bias is positive is one where the decoder writes markup.
+"""
+
+from __future__ import annotations
+
+import doctest
+import json
+from pathlib import Path
+
+import pytest
+from test_local_model import chat, prompt_ids
+
+from backends.local import calibrate as calibrate_module
+from backends.local import faithful as faithful_module
+from backends.local.calibrate import answer_margins, calibrate, choose_bias
+from backends.local.decode import decode
+from backends.local.faithful import BLOCK_START, FaithfulProcessor, markup_token_ids, vocabulary
+from backends.local.generate import generate, stop_token_ids
+from backends.local.model import load_model
+
+PLAIN = "Title\nSome text here, with words.\none\ntwo\nThe end of it."
+ANSWER = "## Title\n\nSome text here, with words.\n\n- one\n- two\n\nThe end of it."
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model: Path):
+    return load_model(tiny_model, threads=1)
+
+
+def test_module_doctests() -> None:
+    for module in (calibrate_module, faithful_module):
+        assert doctest.testmod(module).failed == 0
+
+
+def test_choose_bias_takes_the_middle_of_the_best_interval() -> None:
+    # at 0: two of three line starts with markup are taken and one without: F1 2*2/(3+3)
+    margins = [(1.5, True), (0.5, False), (0.25, True), (-0.5, True), (-2.5, False)]
+    # taking the one below 0 too (b in (0.5, 2.5]) finds all three, with the one false: 6/7
+    assert choose_bias(margins) == (1.5, 0.6667, 0.8571)
+    # a timid model: the author's markup all scores below the text, by 3 to 4 logits
+    timid = [(-3.0, True), (-4.0, True), (-6.0, False), (-7.0, False)]
+    assert choose_bias(timid) == (5.0, 0.0, 1.0)  # b in (4, 6]: its middle
+    assert choose_bias([(-1.0, False)]) == (0.0, 0.0, 0.0)  # nothing to find: no bias
+    assert choose_bias([(-30.0, True), (-40.0, False)]) == (0.0, 0.0, 0.0)  # out of reach
+
+
+def test_choose_bias_prefers_zero_on_a_tie() -> None:
+    # F1 1 for any b in (-1, 2]: 0 is inside, so the model is left as it is
+    assert choose_bias([(1.0, True), (-2.0, False)]) == (0.0, 1.0, 1.0)
+
+
+def test_markup_tokens_are_markup_only_and_start_a_block(tiny) -> None:
+    _, tokenizer = tiny
+    table = vocabulary(tokenizer).table
+    ids = markup_token_ids(table)
+    assert ids and all(table[i][0] in BLOCK_START for i in ids)
+    words = {data for data in table if data and data.isalpha()}
+    assert not words & {table[i] for i in ids}
+    for text in ("#", "-", "`"):
+        [token] = tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert token in ids
+
+
+def test_the_bias_decides_whether_lines_start_with_markup(tiny) -> None:
+    model, tokenizer = tiny
+
+    def line_starts(bias: float) -> list[str]:
+        [answer] = generate(model, tokenizer, [chat(PLAIN)], faithful=True, markup_bias=bias)
+        return [line[:1] for line in answer.split("\n") if line]
+
+    assert all(c.encode()[0] in BLOCK_START for c in line_starts(100.0))
+    assert not any(c.encode()[0] in BLOCK_START for c in line_starts(-100.0))
+    model.markup_bias = 100.0  # the model's own bias is the default
+    try:
+        assert line_starts(None) == line_starts(100.0)  # type: ignore[arg-type]
+    finally:
+        del model.markup_bias
+
+
+def test_margins_stand_for_the_decoders_choice(tiny) -> None:
+    """Teacher-forced on the decoder's own tokens, each margin's sign is the choice it made."""
+    model, tokenizer = tiny
+    stops = stop_token_ids(tokenizer)
+    prompt = prompt_ids(tokenizer, chat(PLAIN))
+    source = tokenizer(PLAIN, add_special_tokens=False)["input_ids"]
+    for bias in (0.0, 1.0, -1.0):
+        chooser = FaithfulProcessor(tokenizer, [PLAIN], stops, 0, bias)
+        [(tokens, _)] = decode(model, [prompt], [source], [120], chooser, stops=stops, pad_id=0)
+        margins = answer_margins(model, vocabulary(tokenizer), prompt, tokens, PLAIN)
+        assert len(margins) > 5 and len({markup for _, markup in margins}) == 2
+        assert all((margin + bias > 0) == markup for margin, markup in margins)
+
+
+def test_calibrate_counts_the_valid_line_starts(tmp_path: Path, tiny) -> None:
+    model, tokenizer = tiny
+    valid = tmp_path / "valid.jsonl"
+    example = {"messages": [*chat(PLAIN), _assistant(ANSWER)]}
+    valid.write_text(json.dumps(example) + "\n" + json.dumps(example) + "\n")
+    found = calibrate(model, tokenizer, valid)
+    # line starts: the answer's start, then after each of its 7 newlines; markup at 3 of them
+    assert found["valid_examples"] == 2
+    assert (found["line_starts"], found["with_markup"]) == (16, 6)
+    assert found["f1_with_bias"] >= found["f1_without_bias"]
+    assert calibrate(model, tokenizer, None)["markup_bias"] == 0.0
+
+
+def _assistant(content: str) -> dict:
+    return {"role": "assistant", "content": content}
