@@ -48,6 +48,16 @@ def test_choose_bias_takes_the_middle_of_the_best_interval() -> None:
     assert choose_bias([(-30.0, True), (-40.0, False)]) == (0.0, 0.0, 0.0)  # out of reach
 
 
+def test_choose_bias_keeps_an_uninformed_model_at_zero() -> None:
+    # the one line start with markup ranks second: F1 would take two (2/3), with one wrong;
+    # taking none is also one wrong, and nearer 0
+    assert choose_bias([(-1.0, False), (-2.0, True), (-3.0, False), (-4.0, False)]) == (
+        0.0,
+        0.0,
+        0.0,
+    )
+
+
 def test_choose_bias_prefers_zero_on_a_tie() -> None:
     # F1 1 for any b in (-1, 2]: 0 is inside, so the model is left as it is
     assert choose_bias([(1.0, True), (-2.0, False)]) == (0.0, 1.0, 1.0)
@@ -72,8 +82,10 @@ def test_the_bias_decides_whether_lines_start_with_markup(tiny) -> None:
         [answer] = generate(model, tokenizer, [chat(PLAIN)], faithful=True, markup_bias=bias)
         return [line[:1] for line in answer.split("\n") if line]
 
-    assert all(c.encode()[0] in BLOCK_START for c in line_starts(100.0))
-    assert not any(c.encode()[0] in BLOCK_START for c in line_starts(-100.0))
+    eager = [c.encode()[0] in BLOCK_START for c in line_starts(100.0)]
+    shy = [c.encode()[0] in BLOCK_START for c in line_starts(-100.0)]
+    # (a line start after LINE_START_RUN bytes of markup in a row is not weighed as one)
+    assert sum(eager) / len(eager) > 0.5 > 0.25 > sum(shy) / len(shy)
     model.markup_bias = 100.0  # the model's own bias is the default
     try:
         assert line_starts(None) == line_starts(100.0)  # type: ignore[arg-type]
@@ -104,7 +116,7 @@ def test_calibrate_counts_the_valid_line_starts(tmp_path: Path, tiny) -> None:
     # line starts: the answer's start, then after each of its 7 newlines; markup at 3 of them
     assert found["valid_examples"] == 2
     assert (found["line_starts"], found["with_markup"]) == (16, 6)
-    assert found["f1_with_bias"] >= found["f1_without_bias"]
+    assert abs(found["markup_bias"]) <= 8.0
     assert calibrate(model, tokenizer, None)["markup_bias"] == 0.0
 
 

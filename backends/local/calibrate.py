@@ -10,13 +10,15 @@ decisions right on the valid split, where nothing was tuned.
 The valid answers are teacher-forced: one forward pass per example, no generation. At each
 line start of an answer the decoder's choice under a bias ``b`` is "markup" when the best
 fitting markup token beats the best fitting other token by more than ``-b``, so the margins
-of every line start, and whether the author put markup there, give the F1 of any ``b``:
+of every line start, and whether the author put markup there, give the errors (and F1) of
+any ``b``:
 
 >>> choose_bias([(2.0, True), (-1.0, True), (-3.0, False), (-4.0, False)])
 (2.0, 0.6667, 1.0)
 
-(at 0 only the first line start gets markup: F1 2/3; any bias in (1, 3) takes the second and
-no more, F1 1; the middle of that interval is chosen, so a margin near an end is not a tie.)
+(at 0 only the first line start gets markup: one missed, F1 2/3; any bias in (1, 3) takes
+the second and no more: no error, F1 1; the middle of that interval is chosen, so a margin
+near an end is not a tie.)
 """
 
 from __future__ import annotations
@@ -35,8 +37,11 @@ MAX_EXAMPLES = 64  # valid examples scored (~0.3 s each on 2 cores): plenty of l
 def choose_bias(margins: list[tuple[float, bool]]) -> tuple[float, float, float]:
     """``(bias, F1 at 0, F1 at bias)`` for line starts ``(margin, author put markup)``.
 
-    The bias is the middle of the interval with the best F1 (the one nearest 0 on a tie;
-    0 itself if it lies inside), within ``±MAX_BIAS``; 0 when no line start has markup.
+    The bias is the middle of the interval with the fewest wrong line starts (the one
+    nearest 0 on a tie; 0 itself if it lies inside), within ``±MAX_BIAS``; 0 when no line
+    start has markup. Fewest errors, not best F1: a missed ``## `` and a wrong one cost the
+    same characters, and a model that cannot tell the two apart keeps its bias at 0 where
+    F1 would put markup on every line.
     """
     positives = sum(label for _, label in margins)
     if not positives:
@@ -47,7 +52,7 @@ def choose_bias(margins: list[tuple[float, bool]]) -> tuple[float, float, float]
     def f1(taken: int, hits: int) -> float:
         return 2 * hits / (taken + positives)
 
-    best: tuple[float, float, float] | None = None
+    best: tuple[int, float, float, float] | None = None
     hits = 0
     for taken in range(len(ranked) + 1):  # the ``taken`` largest margins get markup
         if taken:
@@ -57,13 +62,14 @@ def choose_bias(margins: list[tuple[float, bool]]) -> tuple[float, float, float]
         if reach_high <= reach_low:
             continue  # equal margins (no bias splits them), or out of reach
         bias = 0.0 if low < 0 <= high else (reach_low + reach_high) / 2
-        key = (f1(taken, hits), -abs(bias), bias)
+        errors = (taken - hits) + (positives - hits)
+        key = (-errors, -abs(bias), bias, f1(taken, hits))
         if best is None or key > best:
             best = key
     at_zero = sum(1 for m, _ in margins if m > 0)
     hits_zero = sum(label for m, label in margins if m > 0)
     assert best is not None
-    return best[2], round(f1(at_zero, hits_zero), 4), round(best[0], 4)
+    return best[2], round(f1(at_zero, hits_zero), 4), round(best[3], 4)
 
 
 def line_start_margins(
@@ -97,7 +103,7 @@ def answer_margins(
     """``line_start_margins`` of one answer's tokens after its prompt's, for input ``plain``."""
     import torch
 
-    from backends.local.faithful import Matcher, line_start_options
+    from backends.local.faithful import Matcher, at_line_start, line_start_options
 
     with torch.inference_mode():
         logits = model(input_ids=torch.tensor([prompt + answer])).logits[0]
@@ -105,7 +111,7 @@ def answer_margins(
     matcher = Matcher(plain)
     found: list[tuple[float, bool]] = []
     for token, row in zip(answer, scores, strict=True):
-        if matcher.line == b"" and not matcher.done:
+        if at_line_start(matcher):
             markup, other = line_start_options(matcher, row, vocab)
             if markup is not None:
                 margin = markup[1] - other[1] if other is not None else math.inf

@@ -36,6 +36,9 @@ from typing import Any
 
 TOP_K = 8  # candidates tried per step before falling back to the input's own next token
 LINE_START_K = 16  # at a line start: markup candidates, and other candidates, tried each
+LINE_START_RUN = 16  # markup/space bytes since the last text after which a line start is not
+# weighed as one (a fence with its language and blank lines takes ~10): an unsure model
+# cannot open empty block after empty block
 RUN_LIMIT = 48  # markup/whitespace bytes allowed in a row without input text (a table rule)
 MARKUP = frozenset(b"#*_>`-+|:.\\0123456789")  # what canonical Markdown adds to the text
 SPACE = frozenset(b" \t\n")
@@ -201,7 +204,7 @@ class FaithfulProcessor:
         import torch
 
         matcher = self.matchers[row]
-        if matcher.line == b"" and not matcher.done and not self.ended[row]:
+        if at_line_start(matcher) and not self.ended[row]:
             markup, other = line_start_options(matcher, scores, self.vocabulary)
             if markup is not None and (other is None or markup[1] + self.markup_bias > other[1]):
                 return markup[0]
@@ -264,6 +267,13 @@ class Vocabulary:
         text = matcher.rest()[:64].decode("utf-8", errors="ignore")
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] if text.strip() else []
         return ids[0] if ids else None
+
+
+def at_line_start(matcher: Matcher) -> bool:
+    """Whether the answer is where a block may begin: a line start, with input left, and
+    fewer than ``LINE_START_RUN`` markup bytes since the last text (no run of empty blocks).
+    """
+    return matcher.line == b"" and not matcher.done and matcher.run() < LINE_START_RUN
 
 
 def line_start_options(
