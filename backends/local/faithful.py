@@ -179,7 +179,6 @@ class FaithfulProcessor:
         width: int,
         markup_bias: float = 0.0,
     ) -> None:
-        self.tokenizer = tokenizer
         self.vocabulary = vocabulary(tokenizer)
         self.table = self.vocabulary.table
         self.byte_ids = {data[0]: i for i, data in enumerate(self.table) if data and len(data) == 1}
@@ -261,6 +260,17 @@ class Vocabulary:
     tokenizer: Any
     table: list[bytes | None]
     is_markup: Any  # bool tensor over the token ids: ``markup_token_ids``
+    masks: dict[int, Any] = field(default_factory=dict)  # ``is_markup`` by scores' width
+
+    def markup_mask(self, width: int) -> Any:
+        """``is_markup`` cut or padded (False) to ``width`` ids: the model's vocabulary size."""
+        import torch
+
+        if width not in self.masks:
+            mask = torch.zeros(width, dtype=torch.bool)
+            mask[: len(self.is_markup)] = self.is_markup[:width]
+            self.masks[width] = mask
+        return self.masks[width]
 
     def own_next(self, matcher: Matcher) -> int | None:
         """The first token of the input's rest (the text itself goes on), if any."""
@@ -288,8 +298,7 @@ def line_start_options(
     """
     import torch
 
-    is_markup = torch.zeros(scores.shape[-1], dtype=torch.bool)  # the model's vocabulary size
-    is_markup[: len(vocab.is_markup)] = vocab.is_markup[: scores.shape[-1]]
+    is_markup = vocab.markup_mask(scores.shape[-1])
 
     def best(mask: Any, extra: int | None = None) -> tuple[int, float] | None:
         masked = torch.where(mask, scores, torch.full_like(scores, float("-inf")))
