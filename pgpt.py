@@ -39,7 +39,39 @@ if not os.environ.get("PREFECT_API_URL"):
 app = typer.Typer(help="personal-gpt: your own personal ChatGPT.", no_args_is_help=True)
 console = Console()
 
-Profile = Annotated[str, typer.Option("--profile", "-p", help="Settings profile (config/profiles)")]
+
+def _checked_profile(profile: str) -> str:
+    """``--profile`` as given, once its settings load; else one line naming it, exit 1."""
+    import yaml
+    from pydantic import ValidationError
+
+    from config.settings import load_settings
+
+    try:
+        load_settings(profile)
+    except ValidationError as error:
+        wrong = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        _fail(f"--profile {profile}: {wrong}; fix the file (config/settings.py has every key)")
+    except yaml.MarkedYAMLError as error:
+        where = f" at line {error.problem_mark.line + 1}" if error.problem_mark else ""
+        _fail(f"--profile {profile}: not YAML: {error.problem}{where}; fix the file")
+    except (ValueError, OSError, yaml.YAMLError) as error:
+        _fail(f"--profile {profile}: {error}")
+    return profile
+
+
+def _fail(message: str) -> None:
+    """``pgpt <message>`` on stderr, one line, and exit code 1."""
+    Console(stderr=True).print(f"pgpt {message}", soft_wrap=True, markup=False)
+    raise typer.Exit(1)
+
+
+Profile = Annotated[
+    str,
+    typer.Option(
+        "--profile", "-p", help="Settings profile (config/profiles)", callback=_checked_profile
+    ),
+]
 
 
 @app.callback()
@@ -295,11 +327,7 @@ def format_text(
         text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         reason = error.strerror if isinstance(error, OSError) else "it is not UTF-8 text"
-        Console(stderr=True).print(
-            f"pgpt format: cannot read {file}: {reason}; pass a plain-text file, or -",
-            soft_wrap=True,
-        )
-        raise typer.Exit(1) from None
+        _fail(f"format: cannot read {file}: {reason}; pass a plain-text file, or -")
     faithful = settings.evaluate.faithful and not raw
     system = {"role": "system", "content": settings.export.system_message}
     chunks = chunk_plain(text, settings.examples.chunk_tokens)

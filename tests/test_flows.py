@@ -209,3 +209,22 @@ def test_pgpt_format_of_an_unreadable_file_is_one_line(tmp_path) -> None:
         assert result.exit_code == 1
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and str(path) in lines[0] and reason in lines[0], lines
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("finetune:\n  scaffold: llm\n", "finetune.scaffold: Input should be 'none' or 'rules'"),
+        ("finetune: [1\n", "not YAML"),
+        (None, "unknown profile"),
+    ],
+)
+def test_a_bad_profile_is_one_line_before_any_flow_starts(tmp_path, text, said) -> None:
+    profile = tmp_path / "bad.yaml"
+    if text is not None:
+        profile.write_text(text)
+    result = CliRunner().invoke(app, ["--data-dir", str(tmp_path), "export", "-p", str(profile)])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(profile) in lines[0] and said in lines[0], lines
+    assert not (tmp_path / "jsonl").exists()
