@@ -39,7 +39,10 @@ def main() -> None:
     model, tokenizer = backend.load(args.model)
     job = json.loads((backend.run_dir(args.model) / "job.json").read_text())
     started = time.perf_counter()
-    found = calibrate(model, tokenizer, job["valid"], getattr(model, "scaffold", "none"))
+    from config.settings import FinetuneSettings
+
+    limit = FinetuneSettings.model_validate(job["settings"]).max_valid_examples  # as training
+    found = calibrate(model, tokenizer, job["valid"], getattr(model, "scaffold", "none"), limit)
     print(f"valid split: {json.dumps(found)} ({time.perf_counter() - started:.0f} s)")
     test = Path(job["train"]).with_name("test.jsonl")
     rows = [json.loads(line)["messages"] for line in test.read_text().splitlines() if line]

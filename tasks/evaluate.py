@@ -35,11 +35,11 @@ two
 from __future__ import annotations
 
 import hashlib
+import importlib
 import inspect
 import math
 import random
 import re
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -466,7 +466,7 @@ def with_gap_closed(models: dict[str, dict], **bounds) -> dict[str, dict]:
     }
 
 
-PAIRED_BASELINES = ("identity", "base", "rules")
+PAIRED_BASELINES = ("identity", "base", "rules", "author_rules")
 
 
 def paired_comparisons(models: dict[str, dict], model: str = "finetuned", **bounds) -> list[dict]:
@@ -484,7 +484,7 @@ def paired_comparisons(models: dict[str, dict], model: str = "finetuned", **boun
         {"model": model, "against": other}
         | paired_difference(cers, [s["cer"] for s in models[other]["scores"]], **bounds)
         for other in PAIRED_BASELINES
-        if other in models
+        if other in models and other != model
     ]
 
 
@@ -741,24 +741,42 @@ def copy_text(text: str) -> str:
 
 # Models whose answers are computed, not generated: model id -> the example field it reads.
 # "plain" models predict from the input like any model; the ceiling reads the reference.
-COMPUTED = {"identity": "plain", "ceiling": "reference", "rules": "plain"}
+COMPUTED = {"identity": "plain", "ceiling": "reference", "rules": "plain", "author_rules": "plain"}
 
 
-def computing_function(model_id: str) -> Callable[[str], str]:
-    """The function that computes a computed model's answer from its input."""
+def train_split(data_dir: str | Path) -> Path:
+    """The train split the author's rules are counted from."""
+    return Path(data_dir) / "jsonl" / "train.jsonl"
+
+
+def computing_function(model_id: str, data_dir: str | Path | None = None) -> Callable[[str], str]:
+    """The function that computes a computed model's answer from its input; the author's
+    rules are counted from ``data_dir``'s train split first."""
     if model_id == "rules":
         from tasks.rules import rules_markdown  # the rule-based formatter, imported when used
 
         return rules_markdown
+    if model_id == "author_rules":
+        from tasks.author_rules import AuthorRules
+
+        train = read_chat_jsonl(train_split(data_dir or "."))
+        return AuthorRules.fit((e["plain"], e["reference"]) for e in train)
     return {"identity": copy_text, "ceiling": without_invisible}[model_id]
 
 
-def computed_model(name: str) -> dict:
+def computed_model(name: str, data_dir: str | Path | None = None) -> dict:
     """The spec of a computed model, with the sha256 of its function's module source (so
-    cached answers follow a change of the code that computes them, not only of this task)."""
-    module = sys.modules[computing_function(name).__module__]
+    cached answers follow a change of the code that computes them, not only of this task),
+    and for the author's rules that of the train split they are counted from."""
+    trained = name == "author_rules"  # counted from the train split: fitted only when used
+    module_name = "tasks.author_rules" if trained else computing_function(name).__module__
+    module = importlib.import_module(module_name)
     source = hashlib.sha256(inspect.getsource(module).encode()).hexdigest()
-    return {"name": name, "backend": "computed", "model_id": name, "source_sha256": source}
+    spec = {"name": name, "backend": "computed", "model_id": name, "source_sha256": source}
+    if trained:
+        train = train_split(data_dir or ".")
+        spec["train_sha256"] = hashlib.sha256(train.read_bytes()).hexdigest()
+    return spec
 
 
 @task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
@@ -780,7 +798,7 @@ def generate_answers(
     source = "plain"
     if model["backend"] == "computed":  # no generation: a function of the plain text or reference
         source = COMPUTED[model["model_id"]]
-        compute = computing_function(model["model_id"])
+        compute = computing_function(model["model_id"], data_dir)
         answers = [compute(e[source]) for e in examples]
     else:
         settings = {k: v for k, v in runtime.items() if k != "prices"}
@@ -894,11 +912,12 @@ def models_to_compare(
     one_shot: dict | None,
     openai_available: bool = False,
 ) -> list[dict]:
-    """The models a run scores: identity, the ceiling, the rules, base one-shot, the new model,
-    the champion, OpenAI.
+    """The models a run scores: identity, the ceiling, the rules, the author's rules, base
+    one-shot, the new model, the champion, OpenAI.
 
-    identity (the plain text), ceiling (the reference without its invisible markup) and rules
-    (``tasks.rules``) are computed (:data:`COMPUTED`), the others generate.
+    identity (the plain text), ceiling (the reference without its invisible markup), rules
+    (``tasks.rules``) and, when there is a train split, the author's rules counted from it
+    (``tasks.author_rules``) are computed (:data:`COMPUTED`), the others generate.
 
     ``evaluate.openai_models`` (one-shot, through the openai backend) only when
     ``openai_available`` (an API key, or a self-hosted ``finetune.openai.base_url``).
@@ -906,6 +925,8 @@ def models_to_compare(
     finetune, evaluate = settings["finetune"], settings["evaluate"]
     system = settings["export"]["system_message"]
     models = [computed_model(name) for name in ("identity", "ceiling", "rules")]
+    if one_shot is not None and train_split(settings["data_dir"]).is_file():
+        models.append(computed_model("author_rules", settings["data_dir"]))
     if evaluate["one_shot_base"] and one_shot is not None:
         models.append(
             {

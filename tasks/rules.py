@@ -147,37 +147,77 @@ def fence(lines: list[str]) -> str:
     return "\n".join([marks + language, *lines, marks])
 
 
-def render(kind: str, lines: list[str], level: int) -> str:
-    """One block of lines of one kind as Markdown (fenced if it would not read back as is)."""
+def render(kind: str, lines: list[str]) -> str:
+    """One block of lines of one kind (see :func:`markdown_of`) as Markdown, fenced if it
+    would not read back as its lines."""
     if kind == "code":
         return fence(lines)
     if kind == "table":
         rows = [[render_inline(cell, "cell") for cell in line.split("\t")] for line in lines]
         rows.insert(1, ["---"] * len(rows[0]))
         block = "\n".join("| " + " | ".join(row) + " |" for row in rows)
-    elif kind == "item":
+    elif kind == "bullet":
         block = "\n".join("- " + render_inline(line, "para") for line in lines)
-    elif kind == "heading":
+    elif kind == "ordered":
+        block = "\n".join(f"{n}. " + render_inline(line, "para") for n, line in enumerate(lines, 1))
+    elif kind == "quote":
+        block = "\n>\n".join("> " + render_inline(line, "para") for line in lines)
+    elif kind in HEADINGS:
+        level = int(kind[1])
         block = "#" * level + " " + render_inline(lines[0], "heading", level)
     else:
         block = render_inline(lines[0], "para")
     return block if markdown_to_plain(block) == "\n".join(lines) else fence(lines)
 
 
-def rules_markdown(plain: str) -> str:
-    """The plain text as Markdown by the rules above; ``markdown_to_plain`` of it is ``plain``."""
-    lines = plain.split("\n") if plain else []
-    kinds = classify(lines)
+HEADINGS = tuple(f"h{level}" for level in range(1, 7))
+GROUPED = ("code", "bullet", "ordered", "quote", "table")  # kinds whose neighbours share a block
+
+
+def markdown_of(lines: list[str], kinds: list[str]) -> str:
+    """The lines as Markdown, each of its kind: para, h1..h6, bullet, ordered, quote, code or
+    table; neighbours of a grouped kind share one block (a table's rows of one width), blocks
+    are separated by a blank line, and ``markdown_to_plain`` of the result is the lines.
+
+    >>> kinds = ["h3", "ordered", "ordered", "code"]
+    >>> print(markdown_of(["Tools", "hammers", "saws", "x = 1"], kinds))
+    ### Tools
+    <BLANKLINE>
+    1. hammers
+    2. saws
+    <BLANKLINE>
+    ```
+    x = 1
+    ```
+    """
     blocks: list[str] = []
-    i = level = 0
+    i = 0
     while i < len(lines):
         j = i + 1
-        while j < len(lines) and kinds[j] == kinds[i] in ("code", "item", "table"):
+        while j < len(lines) and kinds[j] == kinds[i] in GROUPED:
             if kinds[i] == "table" and lines[j].count("\t") != lines[i].count("\t"):
                 break  # a table of another width
             j += 1
-        level = 1 if i == 0 else min(6, level + 1) if kinds[i - 1] == "heading" else 2
-        blocks.append(render(kinds[i], lines[i:j], level))
+        blocks.append(render(kinds[i], lines[i:j]))
         i = j
     markdown = "\n\n".join(blocks)
+    plain = "\n".join(lines)
     return markdown if markdown_to_plain(markdown) == plain else repair(markdown, plain)
+
+
+def levelled(kinds: list[str]) -> list[str]:
+    """The rules' kinds as :func:`markdown_of` reads them: a heading ``h1`` as the text's first
+    line, one level deeper right after another heading, else ``h2``; an item a bullet."""
+    out: list[str] = []
+    for i, kind in enumerate(kinds):
+        if kind == "heading":
+            after = out[-1] if i and out[-1] in HEADINGS else None
+            kind = "h1" if i == 0 else f"h{min(6, int(after[1]) + 1)}" if after else "h2"
+        out.append("bullet" if kind == "item" else kind)
+    return out
+
+
+def rules_markdown(plain: str) -> str:
+    """The plain text as Markdown by the rules above; ``markdown_to_plain`` of it is ``plain``."""
+    lines = plain.split("\n") if plain else []
+    return markdown_of(lines, levelled(classify(lines)))

@@ -92,6 +92,7 @@ def test_report_files_exist_and_parse(retrained):
         "identity",
         "ceiling",
         "rules",
+        "author_rules",
         "base",
         "base_raw",
         "finetuned",
@@ -113,6 +114,7 @@ def test_report_files_exist_and_parse(retrained):
         ("finetuned", "identity"),
         ("finetuned", "base"),
         ("finetuned", "rules"),
+        ("finetuned", "author_rules"),
     ]
     assert models["finetuned"]["model_id"] == result["finetune"]["model_id"]
     assert metrics["examples"] == 3
@@ -176,7 +178,7 @@ def test_challenger_is_promoted_exactly_when_not_worse(retrained, tmp_path):
     # only the new model generates: identity, base and the champion's answers are cached
     states = task_states(state)
     assert states[("generate_answers", "Completed")] == 2  # the twin, faithful and raw
-    assert states[("generate_answers", "Cached")] == 7  # with identity, ceiling and rules
+    assert states[("generate_answers", "Cached")] == 8  # with identity, ceiling, both rules
     new, old = report["models"]["finetuned"], report["models"]["champion"]
     assert [s["cer"] for s in new["scores"]] == [s["cer"] for s in old["scores"]]
     decision = report["decision"]
@@ -218,14 +220,14 @@ def stand_in_rules(plain: str) -> str:
     return plain.replace("\n", "\n\n")
 
 
-def test_computed_models_are_compared_and_follow_their_code(monkeypatch):
+def test_computed_models_are_compared_and_follow_their_code(monkeypatch, tmp_path):
     rules = types.ModuleType("tasks.rules")
     rules.rules_markdown = stand_in_rules
     monkeypatch.setitem(sys.modules, "tasks.rules", rules)
     assert computing_function("rules")("a\nb") == "a\n\nb"
     assert computing_function("ceiling")("Some *soft* `x`.") == "Some soft x."
     assert computing_function("identity")("a *b*") == "a *b*"
-    conf = load_settings().model_dump(mode="json")
+    conf = load_settings(data_dir=tmp_path).model_dump(mode="json")
     models = models_to_compare("new", None, conf, {"plain": "a", "reference": "# a"})
     assert [(m["name"], m["backend"]) for m in models] == [
         ("identity", "computed"),
@@ -238,3 +240,29 @@ def test_computed_models_are_compared_and_follow_their_code(monkeypatch):
     assert models[2]["source_sha256"] != models[0]["source_sha256"]
     assert models[0]["source_sha256"] == models[1]["source_sha256"]  # both tasks/evaluate.py
     assert computed_model("rules") == models[2]
+
+
+def test_the_authors_rules_are_counted_from_the_train_split_and_follow_it(tmp_path) -> None:
+    """With a train split, the author's rules are compared too; their cached answers follow
+    the split they were counted from."""
+    from tasks.author_rules import AuthorRules
+
+    jsonl = tmp_path / "jsonl"
+    jsonl.mkdir()
+    pairs = [("Intro here.\nSetup\nLong text.", "Intro here.\n\n### Setup\n\nLong text.")] * 3
+    lines = [{"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": p},
+                           {"role": "assistant", "content": m}]} for p, m in pairs]  # fmt: skip
+    (jsonl / "train.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    conf = load_settings(data_dir=tmp_path).model_dump(mode="json")
+    models = models_to_compare("new", None, conf, {"plain": "a", "reference": "# a"})
+    assert [m["name"] for m in models][:4] == ["identity", "ceiling", "rules", "author_rules"]
+    author = computing_function("author_rules", tmp_path)
+    assert author == AuthorRules.fit(pairs)
+    assert author("Intro there.\nDeploy\nLong words.") == (
+        "Intro there.\n\n### Deploy\n\nLong words."
+    )
+    before = computed_model("author_rules", tmp_path)
+    assert before == models[3]
+    (jsonl / "train.jsonl").write_text(json.dumps(lines[0]) + "\n")
+    assert computed_model("author_rules", tmp_path)["train_sha256"] != before["train_sha256"]
+    assert models_to_compare("new", None, conf, None)[3]["name"] != "author_rules"  # no one-shot

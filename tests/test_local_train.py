@@ -38,6 +38,7 @@ from backends.local.train import (
     load_split,
     make_optimizer,
     make_scheduler,
+    run_fingerprint,
     target_loss,
     train,
     train_step,
@@ -384,7 +385,12 @@ def test_training_lowers_the_loss_and_writes_the_run(
     assert decoding["line_starts"] > 0
     merged, _ = load_for_inference(tiny_base, run / "adapter", threads=1)
     assert merged.markup_bias == decoding["markup_bias"]
-    assert merged.scaffold == decoding["scaffold"] == record["hyperparameters"]["scaffold"]
+    assert decoding["scaffold"] == record["hyperparameters"]["scaffold"] == "author"
+    # the author's rules, counted from the train split, are saved with the adapter and read
+    from tasks.author_rules import AuthorRules
+
+    pairs = [(m[-2]["content"], m[-1]["content"]) for m in read_examples(dataset[0])]
+    assert merged.scaffold == AuthorRules.fit(pairs) == AuthorRules.load(run / "adapter")
 
     again: list[dict] = []  # done: model.json returned, no training (not even a model load)
     assert (
@@ -393,14 +399,36 @@ def test_training_lowers_the_loss_and_writes_the_run(
     assert [e["type"] for e in again] == ["end"] and again[0]["already_done"]
 
 
+def test_the_valid_split_is_scored_on_at_most_max_valid_examples(
+    tmp_path: Path, tiny_base: Path, dataset: tuple[Path, Path]
+) -> None:
+    """The valid loss and the calibration read the same few chunks, spread over the split;
+    the cap is a report's, not training's: the model id stays."""
+    events: list[dict] = []
+    capped = {**FAST, "max_steps": 1, "max_valid_examples": 2}
+    record = train(tmp_path / "run", *dataset, tiny_base, capped, on_event=events.append)
+    assert [e["n_examples"] for e in events if e["type"] == "valid"] == [2]
+    assert record["decoding"]["valid_examples"] == 2
+    whole = {**capped, "max_valid_examples": None}
+    assert run_fingerprint("d", tiny_base, full_settings(capped)) == run_fingerprint(
+        "d", tiny_base, full_settings(whole)
+    )
+    events.clear()
+    train(tmp_path / "whole", *dataset, tiny_base, whole, on_event=events.append)
+    assert [e["n_examples"] for e in events if e["type"] == "valid"] == [4]
+
+
 def _tokenized(run: Path, dataset: tuple[Path, Path]) -> list[dict]:
     """The run's train split, tokenized as the run did."""
     from transformers import AutoTokenizer
 
+    from backends.local.scaffold import load_scaffold
+
     record = json.loads((run / "model.json").read_text())
     tok = AutoTokenizer.from_pretrained(record["base_dir"], local_files_only=True)
     settings = record["hyperparameters"]
-    return load_split(dataset[0], tok, settings["max_seq_tokens"], scaffold=settings["scaffold"])[0]
+    scaffold = load_scaffold(settings["scaffold"], run / "adapter")  # as the model reads
+    return load_split(dataset[0], tok, settings["max_seq_tokens"], scaffold=scaffold)[0]
 
 
 def _adapter(run: Path) -> dict:

@@ -167,8 +167,8 @@ def test_missing_key_names_the_variable(tmp_path, monkeypatch):
         OpenAIBackend(tmp_path, settings).client  # noqa: B018
 
 
-def test_openai_models_compared_only_when_available():
-    conf = load_settings().model_dump(mode="json")
+def test_openai_models_compared_only_when_available(tmp_path):
+    conf = load_settings(data_dir=tmp_path).model_dump(mode="json")  # no train split
     conf["evaluate"]["openai_models"] = ["gpt-4o-mini"]
     one_shot = {"plain": "a", "reference": "*a*"}
     names = [m["name"] for m in models_to_compare("new", None, conf, one_shot)]
@@ -345,7 +345,7 @@ def test_retrain_flow_with_the_openai_backend(
     assert report["models"]["finetuned"]["model_id"] == model_id
     assert report["models"]["base"]["model_id"] == tiny_model.name
     assert set(report["models"]) == {
-        *("identity", "ceiling", "rules"),
+        *("identity", "ceiling", "rules", "author_rules"),
         *("base", "base_raw", "finetuned", "finetuned_raw"),
     }
     for name in ("base", "finetuned"):  # faithful through the server, then repaired

@@ -45,6 +45,27 @@ def test_only_the_text_to_format_is_scaffolded() -> None:
         scaffolded(conversation, "llm")  # type: ignore[arg-type]
 
 
+def test_the_authors_rules_are_counted_from_the_train_split_and_travel_with_the_model(
+    tmp_path,
+) -> None:
+    from backends.local.scaffold import fit_scaffold, load_scaffold, scaffold_name
+    from tasks.author_rules import AuthorRules
+
+    authors = "### " + rules_markdown(PLAIN).removeprefix("# ")  # the rules' answer, but ###
+    pairs = [(PLAIN, authors)] * 3
+    author = fit_scaffold("author", pairs)
+    assert author == AuthorRules.fit(pairs) and scaffold_name(author) == "author"
+    conversation = [SYSTEM, {"role": "user", "content": PLAIN}]
+    assert scaffolded(conversation, author)[-1]["content"] == author(PLAIN) != PLAIN
+    assert author(PLAIN).startswith("### Tools")  # the author's level, not the rules' ##
+    assert fit_scaffold("rules", pairs) == "rules" == scaffold_name("rules")
+    author.save(tmp_path)
+    assert load_scaffold("author", tmp_path) == author
+    assert load_scaffold("rules", tmp_path) == "rules"
+    with pytest.raises(ValueError, match="counted from a train split"):
+        scaffolded(conversation, "author")  # the name alone cannot read text
+
+
 def test_training_reads_the_scaffold_and_learns_the_authors_markdown(tmp_path, tiny) -> None:
     _, tokenizer = tiny
     path = tmp_path / "train.jsonl"

@@ -27,11 +27,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from backends.local.scaffold import Scaffold, scaffolded
+from backends.local.scaffold import Reader, Scaffold, scaffold_name, scaffolded
 
 DECODING_JSON = "decoding.json"  # in a fine-tune's adapter folder: the bias and its evidence
 MAX_BIAS = 8.0  # logits: beyond this the model's own scores no longer matter
-MAX_EXAMPLES = 64  # valid examples scored (~0.3 s each on 2 cores): plenty of line starts
 
 
 def choose_bias(margins: list[tuple[float, bool]]) -> tuple[float, float, float]:
@@ -73,7 +72,10 @@ def choose_bias(margins: list[tuple[float, bool]]) -> tuple[float, float, float]
 
 
 def line_start_margins(
-    model: Any, tokenizer: Any, examples: list[list[dict[str, str]]], scaffold: Scaffold = "none"
+    model: Any,
+    tokenizer: Any,
+    examples: list[list[dict[str, str]]],
+    scaffold: Scaffold | Reader = "none",
 ) -> list[tuple[float, bool]]:
     """``(margin, author put markup)`` at every line start of the examples' answers.
 
@@ -125,18 +127,19 @@ def calibrate(
     model: Any,
     tokenizer: Any,
     valid_jsonl: str | Path | None,
-    scaffold: Scaffold = "none",
-    limit: int = MAX_EXAMPLES,
+    scaffold: Scaffold | Reader = "none",
+    limit: int | None = None,
 ) -> dict[str, Any]:
     """How ``model`` decodes best: what it reads (``scaffold``) and the markup bias its valid
-    split chose, with what the bias was chosen on (``decoding.json``)."""
-    from backends.local.data import read_examples
+    split chose, with what the bias was chosen on (``decoding.json``). ``limit``: at most that
+    many valid examples, spread over the split (``finetune.max_valid_examples``)."""
+    from backends.local.data import read_examples, spread
 
-    examples = read_examples(valid_jsonl)[:limit] if valid_jsonl else []
+    examples = spread(read_examples(valid_jsonl), limit) if valid_jsonl else []
     margins = line_start_margins(model, tokenizer, examples, scaffold) if examples else []
     bias, f1_zero, f1_best = choose_bias(margins)
     return {
-        "scaffold": scaffold,
+        "scaffold": scaffold_name(scaffold),
         "markup_bias": round(bias, 3),
         "valid_examples": len(examples),
         "line_starts": len(margins),

@@ -54,6 +54,32 @@ def read_examples(jsonl_path: str | Path) -> list[Messages]:
     return examples
 
 
+def spread(items: list, limit: int | None) -> list:
+    """At most ``limit`` of ``items``, evenly spaced and in order (None: all of them).
+
+    A split is written article by article, so its first chunks would all come from a few
+    articles; evenly spaced ones cover every part of it.
+
+    >>> spread(list(range(10)), 4)
+    [0, 2, 5, 7]
+    >>> spread([1, 2], 4), spread([1, 2], None)
+    ([1, 2], [1, 2])
+    """
+    if limit is None or len(items) <= limit:
+        return list(items)
+    return [items[i * len(items) // limit] for i in range(limit)]
+
+
+def text_pairs(examples: list[Messages]) -> list[tuple[str, str]]:
+    """(text to format, the author's Markdown) of each example: its last user message and
+    its answer."""
+    return [
+        (next(m["content"] for m in reversed(e) if m["role"] == "user"), e[-1]["content"])
+        for e in examples
+        if any(m["role"] == "user" for m in e)
+    ]
+
+
 def end_of_turn_id(tokenizer: Any) -> int:
     """Id of the token that closes the assistant's turn: ``<|im_end|>``, else the EOS token."""
     token_id = tokenizer.convert_tokens_to_ids(END_OF_TURN)

@@ -38,7 +38,7 @@ from typing import Any
 from backends.local.calibrate import DECODING_JSON
 from backends.local.decode import DRAFT_TOKENS
 from backends.local.model import load_model
-from backends.local.scaffold import Scaffold, scaffolded
+from backends.local.scaffold import Reader, Scaffold, load_scaffold, scaffolded
 
 STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
 
@@ -80,7 +80,7 @@ def load_for_inference(
     if decoding.is_file():  # what it reads, and its markup bias (backends.local.calibrate)
         found = json.loads(decoding.read_text())
         merged.markup_bias = float(found["markup_bias"])
-        merged.scaffold = found.get("scaffold", "none")
+        merged.scaffold = load_scaffold(found.get("scaffold", "none"), adapter)
     return merged, tokenizer
 
 
@@ -264,7 +264,7 @@ def generate(
     draft_tokens: int = DRAFT_TOKENS,
     copy_ahead_rows: int = 1,
     markup_bias: float | None = None,
-    scaffold: Scaffold | None = None,
+    scaffold: Scaffold | Reader | None = None,
 ) -> list[str]:
     """Greedy answers to ``conversations`` (assistant prompt added), in the input order.
 

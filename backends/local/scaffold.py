@@ -10,6 +10,11 @@ Copying is what the model does best, so an untrained step costs little, and ever
 it learns is the author's. The words never change: the scaffold adds markup only, and the
 faithful decoder still holds the answer to the plain text.
 
+With ``finetune.scaffold: author`` the rules are the author's own (``tasks.author_rules``):
+the general rules corrected by a table of the author's habits, counted from the train split
+in seconds before training starts and saved next to the adapter. The model then starts from
+the author's usual choices and learns what a table of line contexts cannot see.
+
 The same function prepares a conversation for training, for the calibration on the valid
 split and for generation (the evaluation, ``pgpt format``, ``pgpt serve``), so the model
 always reads what it was trained on; a model records its scaffold next to its adapter.
@@ -29,24 +34,54 @@ True
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Literal
 
-Scaffold = Literal["none", "rules"]
-SCAFFOLDS: tuple[Scaffold, ...] = ("none", "rules")
+Scaffold = Literal["none", "rules", "author"]
+SCAFFOLDS: tuple[Scaffold, ...] = ("none", "rules", "author")
+Reader = Callable[[str], str]  # plain text -> what the model reads (a fitted scaffold)
 
 
-def scaffold_function(scaffold: Scaffold) -> Callable[[str], str]:
-    """plain text -> what the model reads."""
+def scaffold_function(scaffold: Scaffold | Reader) -> Reader:
+    """plain text -> what the model reads; a fitted scaffold (the author's rules) is itself."""
+    if callable(scaffold):
+        return scaffold
     if scaffold == "none":
         return lambda text: text
     if scaffold == "rules":
         from tasks.rules import rules_markdown  # pure Python; the rules own their module
 
         return rules_markdown
+    if scaffold == "author":
+        raise ValueError("the author's rules are counted from a train split: use fit_scaffold")
     raise ValueError(f"unknown scaffold {scaffold!r}: one of {', '.join(SCAFFOLDS)}")
 
 
-def scaffolded(conversation: list[dict], scaffold: Scaffold) -> list[dict]:
+def fit_scaffold(scaffold: Scaffold, pairs: list[tuple[str, str]]) -> Scaffold | Reader:
+    """``scaffold`` ready to read text: "author" becomes the author's rules counted from the
+    (plain text, Markdown) ``pairs`` of the train split; the others need nothing."""
+    if scaffold != "author":
+        return scaffold
+    from tasks.author_rules import AuthorRules
+
+    return AuthorRules.fit(pairs)
+
+
+def scaffold_name(scaffold: Scaffold | Reader) -> str:
+    """What a model's ``decoding.json`` records of its scaffold."""
+    return str(getattr(scaffold, "name", scaffold))
+
+
+def load_scaffold(name: str, adapter_dir: Path) -> Scaffold | Reader:
+    """The scaffold a model recorded (``scaffold_name``), read back from its adapter folder."""
+    if name != "author":
+        return name  # type: ignore[return-value]
+    from tasks.author_rules import AuthorRules
+
+    return AuthorRules.load(adapter_dir)
+
+
+def scaffolded(conversation: list[dict], scaffold: Scaffold | Reader) -> list[dict]:
     """``conversation`` with its text to format (the last user message) scaffolded.
 
     Only the last user message changes (there may be none: nothing changes); a system

@@ -65,9 +65,11 @@ from backends.local.data import (
     length_grouped_batches,
     read_examples,
     split_by_tokens,
+    spread,
+    text_pairs,
     tokenize_example,
 )
-from backends.local.scaffold import Scaffold, scaffolded
+from backends.local.scaffold import Reader, Scaffold, fit_scaffold, scaffolded
 from tasks.atomic import write_atomic
 
 CHECKPOINT_DIR = "checkpoint"
@@ -138,7 +140,7 @@ def load_split(
     tokenizer: Any,
     max_tokens: int,
     decision_weight: float = 1.0,
-    scaffold: Scaffold = "none",
+    scaffold: Scaffold | Reader = "none",
 ) -> tuple[list[dict[str, Any]], int, int]:
     """Tokenized examples of a JSONL split, the number truncated, and the number dropped.
 
@@ -597,8 +599,10 @@ RESUME_INDEPENDENT = (
     "micro_batch_tokens",
     "mmap_threshold_kb",
     "openai",
+    "max_valid_examples",
 )  # a resumed run may change these: speed, checkpoint spacing, how a step's batch is cut and
-# memory is handed back (the same examples and loss); openai configures another backend
+# memory is handed back (the same examples and loss); openai configures another backend; how
+# much of the valid split is scored (a report, not training)
 
 
 ADDED_LATER = {"decision_weight": 1.0, "scaffold": "none"}  # settings hashed only away from
@@ -651,6 +655,7 @@ class Run:
     dataset_sha256: str
     model: Any
     tokenizer: Any
+    scaffold: Scaffold | Reader  # what the model reads, fitted (backends.local.scaffold)
     pad: int
     train_set: list[dict[str, Any]]
     valid_set: list[dict[str, Any]]
@@ -717,12 +722,14 @@ def prepare_run(
     tune_allocator(s["mmap_threshold_kb"])  # before the model and the first activations
     dataset_sha256 = file_sha256(train_jsonl, valid_jsonl)
     model, tokenizer = build_model(base_dir, s)
+    scaffold = fit_scaffold(s["scaffold"], text_pairs(read_examples(train_jsonl)))
     train_set, truncated, dropped = load_split(
-        train_jsonl, tokenizer, s["max_seq_tokens"], s["decision_weight"], s["scaffold"]
+        train_jsonl, tokenizer, s["max_seq_tokens"], s["decision_weight"], scaffold
     )
     valid_set, v_truncated, v_dropped = load_split(
-        valid_jsonl, tokenizer, s["max_seq_tokens"], scaffold=s["scaffold"]
+        valid_jsonl, tokenizer, s["max_seq_tokens"], scaffold=scaffold
     )
+    valid_set = spread(valid_set, s["max_valid_examples"])
     if not train_set:
         raise ValueError(f"{train_jsonl}: no training example with a target token")
     n_batches = math.ceil(len(train_set) / s["batch_size"])
@@ -737,6 +744,7 @@ def prepare_run(
         dataset_sha256=dataset_sha256,
         model=model,
         tokenizer=tokenizer,
+        scaffold=scaffold,
         pad=pad_id(tokenizer),
         train_set=train_set,
         valid_set=valid_set,
@@ -867,6 +875,8 @@ def finish(run: Run) -> dict[str, Any]:
     run.model.save_pretrained(adapter_tmp)
     decoding = calibrate_decoding(run)
     write_atomic(adapter_tmp / DECODING_JSON, json.dumps(decoding, indent=2) + "\n")
+    if hasattr(run.scaffold, "save"):  # the author's rules, counted from the train split
+        run.scaffold.save(adapter_tmp)
     _replace_dir(adapter_tmp, run_dir / ADAPTER_DIR)
     final_train = (
         state["epoch_loss_sum"] / state["epoch_targets"]
@@ -909,7 +919,10 @@ def calibrate_decoding(run: Run) -> dict[str, Any]:
     from backends.local.calibrate import calibrate
 
     run.model.eval()
-    found = calibrate(run.model, run.tokenizer, run.valid_jsonl, run.settings["scaffold"])
+    s = run.settings
+    found = calibrate(
+        run.model, run.tokenizer, run.valid_jsonl, run.scaffold, s["max_valid_examples"]
+    )
     run.emit({"type": "calibrated", **found})
     return found
 

@@ -1,0 +1,201 @@
+"""The author's rules: the general rules (``tasks.rules``), corrected by the author's articles.
+
+The general rules know nothing of any one writer: every heading after a paragraph is an
+``##``, a list starts only after a colon or in a run of short lines, a quote is never seen.
+A writer is consistent where the rules are not: their sub-sections are ``###``, their steps are
+numbered, their long sentences after "includes:" are items. This module learns those habits
+from the author's own (plain text, Markdown) pairs, in seconds and without a GPU, as a table:
+for each line, a few views of its context (the general rules' kind, its length and last
+character, the previous line's kind and last character, the last heading's level), each
+with how often the author gave a line in that context each kind. Reading a text, the most
+specific view seen at least :data:`MIN_COUNT` times gives each kind's probability, and a beam
+search over the lines (the previous kind is part of the context) picks the likeliest kinds.
+
+Code and tables stay where the general rules put them (their lines are rendered verbatim), so
+the author's rules, like the general ones, never change a word:
+``markdown_to_plain(AuthorRules.fit(pairs)(plain)) == plain``. The table is a few thousand
+counts in a JSON file that goes with the fine-tuned model (``finetune.scaffold: author``).
+
+>>> pairs = [("Tools\\nI use:\\nhammers for nails.\\nsaws for wood.",
+...           "### Tools\\n\\nI use:\\n\\n1. hammers for nails.\\n2. saws for wood.")] * 3
+>>> print(AuthorRules.fit(pairs)("Gear\\nI own:\\nropes for climbing.\\npitons for rock."))
+### Gear
+<BLANKLINE>
+I own:
+<BLANKLINE>
+1. ropes for climbing.
+2. pitons for rock.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from markdown_it.token import Token
+
+from tasks.atomic import write_atomic
+from tasks.clean import MD, content_lines, inline_plain
+from tasks.rules import HEADINGS, classify, levelled, markdown_of
+
+MIN_COUNT = 3  # lines a context needs before its kinds are trusted; else a coarser view's
+BEAM = 4  # kind sequences kept while reading the lines (4 and 16 chose alike on the valid split)
+SMOOTHING = 0.1  # added to each seen kind's count: a rare kind keeps some probability
+VERBATIM = ("code", "table")  # kinds only the general rules assign (rendered line by line)
+AUTHOR_RULES_JSON = "author_rules.json"
+
+
+def line_kinds(markdown: str) -> list[tuple[str, str]]:
+    """Each line of ``markdown_to_plain(markdown)`` with the kind of block the author put it in:
+    para, h1..h6, bullet, ordered, quote, code, table or html (a list item inside a quote is
+    an item).
+
+    >>> line_kinds("## Tools\\n\\n> Wise words.\\n\\n1. hammers\\n\\n| a | b |\\n|---|---|\\n| 1 |")
+    [('Tools', 'h2'), ('Wise words.', 'quote'), ('hammers', 'ordered'), ('a\\tb', 'table'), \
+('1\\t', 'table')]
+    """
+    found: list[tuple[str, str]] = []
+    open_blocks: list[Token] = []
+    cells: list[str] = []
+    for token in MD.parse(markdown):
+        if token.nesting == 1:
+            open_blocks.append(token)
+        elif token.nesting == -1:
+            open_blocks.pop()
+        types = [t.type for t in open_blocks]
+        if token.type in ("fence", "code_block"):
+            found += [(line, "code") for line in token.content.removesuffix("\n").split("\n")]
+        elif token.type == "html_block":
+            found += [(line, "html") for line in content_lines(token.content)]
+        elif token.type == "tr_open":
+            cells = []
+        elif token.type == "tr_close":
+            found.append(("\t".join(cells), "table"))
+        elif token.type == "inline" and "tr_open" in types:
+            cells.append(inline_plain(token).replace("\n", " "))
+        elif token.type == "inline":
+            found += [
+                (line, block_kind(open_blocks)) for line in content_lines(inline_plain(token))
+            ]
+    return found
+
+
+def block_kind(open_blocks: list[Token]) -> str:
+    """The kind of the innermost block a line of text is in (its heading, list or quote)."""
+    for token in reversed(open_blocks):
+        if token.type == "heading_open":
+            return token.tag
+        if token.type == "bullet_list_open":
+            return "bullet"
+        if token.type == "ordered_list_open":
+            return "ordered"
+        if token.type == "blockquote_open":
+            return "quote"
+    return "para"
+
+
+def ending(line: str | None) -> str:
+    """A line's last character as a class: itself for punctuation, "a" for a letter or digit."""
+    if line is None:
+        return "none"
+    if not line:
+        return "empty"
+    last = line[-1]
+    return last if last in ".:?!,;)" else "a" if last.isalnum() else "other"
+
+
+def length(line: str) -> int:
+    """A line's length as a class: 0 (empty), 1 (<= 40 characters), 2, 3 (<= 160), 4."""
+    n = len(line)
+    return 0 if n == 0 else 1 if n <= 40 else 2 if n <= 80 else 3 if n <= 160 else 4
+
+
+def views(lines: list[str], rules: list[str], i: int, previous: str, heading: str) -> list[str]:
+    """Line ``i``'s context, coarsest view first: the rules' kind ``rules[i]``, the line's
+    length and ending, the ``previous`` line's kind and ending, the last ``heading``'s kind."""
+    line = lines[i]
+    before = ending(lines[i - 1]) if i else "none"
+    own = f"rules={rules[i]}"
+    shape = f"length={length(line)} end={ending(line)}"
+    context = f"previous={previous} before={before}"
+    return [
+        own,
+        f"{own} {shape}",
+        f"{own} {context}",
+        f"{own} {context} {shape}",
+        f"{own} {context} {shape} heading={heading} first={i == 0}",
+    ]
+
+
+@dataclass
+class AuthorRules:
+    """Counts of the author's kinds per context view; call it on plain text for Markdown."""
+
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    name = "author"  # the scaffold this is (backends.local.scaffold)
+
+    @classmethod
+    def fit(cls, pairs: Iterable[tuple[str, str]]) -> AuthorRules:
+        """Counted from (plain text, the author's Markdown) pairs; a pair whose Markdown does
+        not read as its plain text line for line (an edited chunk) is skipped."""
+        counts: dict[str, Counter[str]] = {}
+        for plain, markdown in pairs:
+            found = line_kinds(markdown)
+            lines = [line for line, _ in found]
+            if not plain or "\n".join(lines) != plain:
+                continue
+            kinds = [("para" if kind == "html" else kind) for _, kind in found]
+            rules, heading = levelled(classify(lines)), "none"
+            for i, kind in enumerate(kinds):
+                previous = kinds[i - 1] if i else "start"
+                for view in views(lines, rules, i, previous, heading):
+                    counts.setdefault(view, Counter())[kind] += 1
+                heading = kind if kind in HEADINGS else heading
+        return cls({view: dict(kinds) for view, kinds in counts.items()})
+
+    def probabilities(self, found: list[str], fallback: str) -> dict[str, float]:
+        """The kinds' probabilities from the most specific view seen often enough."""
+        for view in reversed(found):
+            seen = self.counts.get(view, {})
+            total = sum(seen.values())
+            if total >= MIN_COUNT:
+                norm = total + SMOOTHING * len(seen)
+                return {kind: (n + SMOOTHING) / norm for kind, n in seen.items()}
+        return {fallback: 1.0}
+
+    def kinds(self, lines: list[str]) -> list[str]:
+        """The likeliest kind of each line (beam search; code and tables as the rules say)."""
+        rules = levelled(classify(lines))
+        beams: list[tuple[float, list[str], str]] = [(0.0, [], "none")]
+        for i, rule in enumerate(rules):
+            grown = []
+            for score, kinds, heading in beams:
+                previous = kinds[-1] if kinds else "start"
+                options = self.probabilities(views(lines, rules, i, previous, heading), rule)
+                options = {k: p for k, p in options.items() if k not in VERBATIM} or {"para": 1}
+                if rule in VERBATIM:
+                    options = {rule: 1.0}
+                for kind, p in options.items():
+                    after = kind if kind in HEADINGS else heading
+                    grown.append((score + math.log(p), [*kinds, kind], after))
+            beams = sorted(grown, key=lambda beam: -beam[0])[:BEAM]
+        return beams[0][1]
+
+    def __call__(self, plain: str) -> str:
+        """``plain`` as Markdown the author's way; ``markdown_to_plain`` of it is ``plain``."""
+        lines = plain.split("\n") if plain else []
+        return markdown_of(lines, self.kinds(lines))
+
+    def save(self, folder: Path) -> None:
+        """Written atomically as ``folder``/:data:`AUTHOR_RULES_JSON` (next to an adapter)."""
+        write_atomic(Path(folder) / AUTHOR_RULES_JSON, json.dumps({"counts": self.counts}))
+
+    @classmethod
+    def load(cls, folder: Path) -> AuthorRules:
+        """As :meth:`save` wrote them in ``folder``."""
+        text = (Path(folder) / AUTHOR_RULES_JSON).read_text(encoding="utf-8")
+        return cls(json.loads(text)["counts"])

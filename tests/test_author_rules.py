@@ -1,0 +1,95 @@
+"""The author's rules (tasks/author_rules.py): the general rules corrected by the author's habits.
+
+Exact output on hand-made authors, faithful on every sample chunk, and the same after a save
+and a load (the fine-tuned model's adapter carries them).
+"""
+
+from __future__ import annotations
+
+import doctest
+
+from test_rules import no_repair, sample_chunks  # noqa: F401 (no_repair: a fixture)
+
+import tasks.author_rules
+from tasks.author_rules import AuthorRules, line_kinds
+from tasks.clean import markdown_to_plain
+from tasks.rules import rules_markdown
+
+# An author who numbers the long items after a colon and writes sections as ###.
+STEP_1 = "Install the toolchain with the installer of your system, which takes a minute or two."
+STEP_2 = "Build the project once, which takes a few minutes on a laptop and less on a desktop."
+NUMBERED = [
+    (
+        f"A project of {n} parts.\nSetup\nYou need these steps, in order:\n{STEP_1}\n{STEP_2}",
+        f"A project of {n} parts.\n\n### Setup\n\nYou need these steps, in order:\n\n"
+        f"1. {STEP_1}\n2. {STEP_2}",
+    )
+    for n in range(4)
+]
+TAG = "Tag the commit that passed every test on the main branch, after the last review of it."
+PUSH = "Push the tag, and the pipeline uploads the artifacts to the registry and the website."
+NEW = f"The release, step by step.\nDeploy\nThe release goes out in two steps:\n{TAG}\n{PUSH}"
+
+
+def test_module_doctests() -> None:
+    assert doctest.testmod(tasks.author_rules).failed == 0
+
+
+def test_line_kinds_give_each_plain_line_its_block() -> None:
+    markdown = (
+        "# Title\n\nProse.\n\n### Sub\n\n- a\n- b\n\n3. c\n\n> Quoted.\n\n"
+        "```rust\nfn f() {}\n\nlet x;\n```\n\n| h | i |\n|---|---|\n| 1 | 2 |\n\n<div>\nraw\n</div>"
+    )
+    found = line_kinds(markdown)
+    assert "\n".join(line for line, _ in found) == markdown_to_plain(markdown)
+    assert found == [
+        ("Title", "h1"), ("Prose.", "para"), ("Sub", "h3"), ("a", "bullet"), ("b", "bullet"),
+        ("c", "ordered"), ("Quoted.", "quote"), ("fn f() {}", "code"), ("", "code"),
+        ("let x;", "code"), ("h\ti", "table"), ("1\t2", "table"), ("<div>", "html"),
+        ("raw", "html"), ("</div>", "html"),
+    ]  # fmt: skip
+
+
+def test_the_authors_habits_win_over_the_general_rules() -> None:
+    general = rules_markdown(NEW)
+    assert "\n## Deploy" in general and "1. " not in general  # the rules: ## and no list
+    author = AuthorRules.fit(NUMBERED)
+    assert author(NEW) == (
+        "The release, step by step.\n\n### Deploy\n\nThe release goes out in two steps:\n\n"
+        f"1. {TAG}\n2. {PUSH}"
+    )
+
+
+def test_a_context_seen_too_rarely_keeps_the_general_rules() -> None:
+    once = AuthorRules.fit(NUMBERED[:1])  # each context seen once: below MIN_COUNT
+    assert once(NEW) == rules_markdown(NEW)
+    assert AuthorRules()(NEW) == rules_markdown(NEW)  # nothing learnt: the general rules
+
+
+def test_code_stays_where_the_general_rules_put_it() -> None:
+    """An author whose lines after a colon are always prose does not unfence code."""
+    prose = [("Run this:\nThen it works.", "Run this:\n\nThen it works.")] * 5
+    plain = "Run this:\nfn main() {\n}\nThen it works."
+    assert AuthorRules.fit(prose)(plain) == rules_markdown(plain)
+    assert "```rust\nfn main() {\n}\n```" in rules_markdown(plain)
+
+
+def test_an_edited_chunk_teaches_nothing() -> None:
+    """A pair whose Markdown does not read as its plain text (an edit) is skipped."""
+    edited = [(plain.replace("Setup", "Set up"), markdown) for plain, markdown in NUMBERED]
+    assert AuthorRules.fit(edited).counts == {}
+
+
+def test_saved_and_loaded_they_write_the_same(tmp_path) -> None:
+    author = AuthorRules.fit(NUMBERED)
+    author.save(tmp_path)
+    assert AuthorRules.load(tmp_path) == author
+    assert AuthorRules.load(tmp_path)(NEW) == author(NEW)
+
+
+def test_faithful_on_every_sample_chunk(no_repair) -> None:  # noqa: F811
+    chunks = sample_chunks()
+    author = AuthorRules.fit((plain, rules_markdown(plain)) for plain in chunks[::2])
+    assert author.counts
+    for plain in chunks:
+        assert markdown_to_plain(author(plain)) == plain
