@@ -94,7 +94,7 @@ def test_the_evaluation_on_dask_gives_the_same_answers(tmp_path, tiny_profile):
         state = evaluate(str(profile), str(copy), model_id=model_id, return_state=True)
     again = state.result()
     states = task_states(state)
-    assert states[("generate_answers", "Completed")] == 7  # 3 computed, base, finetuned (+ raw)
+    assert states[("generate_answers", "Completed")] == 8  # 4 computed, base, finetuned (+ raw)
     assert states[("generate_answers", "Cached")] == 0
     assert (report / "answers.jsonl").read_text() == (
         Path(again["report_dir"]) / "answers.jsonl"

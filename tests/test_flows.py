@@ -214,7 +214,10 @@ def test_pgpt_format_of_an_unreadable_file_is_one_line(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("text", "said"),
     [
-        ("finetune:\n  scaffold: llm\n", "finetune.scaffold: Input should be 'none' or 'rules'"),
+        (
+            "finetune:\n  scaffold: llm\n",
+            "finetune.scaffold: Input should be 'none', 'rules' or 'author'",
+        ),
         ("finetune: [1\n", "not YAML"),
         (None, "unknown profile"),
     ],
