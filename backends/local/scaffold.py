@@ -1,4 +1,4 @@
-"""What a local model reads: the plain text, or the plain text as the rules would format it.
+"""What a local model reads: the plain text, or the plain text as rules would format it.
 
 A small model trained for half an hour on a CPU learns to copy its input long before it
 learns where an author puts a heading, a list or a fence: the structure decisions are a few
