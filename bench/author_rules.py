@@ -30,8 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from bench.quality import score_answer_rows, summary_lines
-    from tasks.author_rules import AuthorRules
-    from tasks.evaluate import paired_comparisons, read_chat_jsonl
+    from tasks.evaluate import computing_function, paired_comparisons, read_chat_jsonl
     from tasks.rules import rules_markdown
 
     jsonl = args.data_dir / "jsonl"
@@ -39,7 +38,7 @@ def main() -> None:
         sys.exit(f"{jsonl / 'train.jsonl'} not found: run `pgpt --data-dir {args.data_dir} export`")
     train, chunks = (read_chat_jsonl(jsonl / f"{s}.jsonl") for s in ("train", args.split))
     started = time.perf_counter()
-    author = AuthorRules.fit((e["plain"], e["reference"]) for e in train)
+    author = computing_function("author_rules", args.data_dir)  # as the evaluation counts them
     counted = time.perf_counter() - started
     started = time.perf_counter()
     rows = [

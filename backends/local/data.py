@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,14 +71,13 @@ def spread(items: list, limit: int | None) -> list:
     return [items[i * len(items) // limit] for i in range(limit)]
 
 
-def text_pairs(examples: list[Messages]) -> list[tuple[str, str]]:
-    """(text to format, the author's Markdown) of each example: its last user message and
-    its answer."""
-    return [
-        (next(m["content"] for m in reversed(e) if m["role"] == "user"), e[-1]["content"])
-        for e in examples
-        if any(m["role"] == "user" for m in e)
-    ]
+def text_pairs(jsonl_path: str | Path) -> Iterator[tuple[str, str]]:
+    """(text to format, the author's Markdown) of each example of a split: its last user
+    message and its answer. Lazy: the file is read only if the pairs are used."""
+    for messages in read_examples(jsonl_path):
+        users = [m["content"] for m in messages[:-1] if m["role"] == "user"]
+        if users:
+            yield users[-1], messages[-1]["content"]
 
 
 def end_of_turn_id(tokenizer: Any) -> int:

@@ -33,7 +33,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -57,9 +57,10 @@ def scaffold_function(scaffold: Scaffold | Reader) -> Reader:
     raise ValueError(f"unknown scaffold {scaffold!r}: one of {', '.join(SCAFFOLDS)}")
 
 
-def fit_scaffold(scaffold: Scaffold, pairs: list[tuple[str, str]]) -> Scaffold | Reader:
+def fit_scaffold(scaffold: Scaffold, pairs: Iterable[tuple[str, str]]) -> Scaffold | Reader:
     """``scaffold`` ready to read text: "author" becomes the author's rules counted from the
-    (plain text, Markdown) ``pairs`` of the train split; the others need nothing."""
+    (plain text, Markdown) ``pairs`` of the train split; the others need nothing (and do not
+    iterate ``pairs``, which may read a file)."""
     if scaffold != "author":
         return scaffold
     from tasks.author_rules import AuthorRules

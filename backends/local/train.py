@@ -722,7 +722,7 @@ def prepare_run(
     tune_allocator(s["mmap_threshold_kb"])  # before the model and the first activations
     dataset_sha256 = file_sha256(train_jsonl, valid_jsonl)
     model, tokenizer = build_model(base_dir, s)
-    scaffold = fit_scaffold(s["scaffold"], text_pairs(read_examples(train_jsonl)))
+    scaffold = fit_scaffold(s["scaffold"], text_pairs(train_jsonl))  # read only for "author"
     train_set, truncated, dropped = load_split(
         train_jsonl, tokenizer, s["max_seq_tokens"], s["decision_weight"], scaffold
     )
