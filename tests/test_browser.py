@@ -66,8 +66,15 @@ def test_the_ui_shows_the_deployments_and_the_evaluation(browser, retrained, tmp
 
     deployment = service.deployment("retrain")
     browser.get(f"{service.url}/deployments/deployment/{deployment['id']}")
-    text = page_text(browser, "At 03:00 AM, only on Monday", "pgpt-process", "Completed")
-    assert "Concurrency Limit\n1" in text and "2 Flow runs" in text
+    # every figure is waited for: the page renders its panels one by one
+    page_text(
+        browser,
+        "At 03:00 AM, only on Monday",
+        "pgpt-process",
+        "Completed",
+        "Concurrency Limit\n1",
+        "2 Flow runs",
+    )
     screenshot(browser, tmp_path / "pgpt-ui-deployment.png")
 
     model_id = current_model(retrained.data_dir)
