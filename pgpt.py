@@ -15,10 +15,10 @@ command name, and ``--profile NAME`` (a file in ``config/profiles/``).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 from rich import box
@@ -38,6 +38,7 @@ if not os.environ.get("PREFECT_API_URL"):
 
 app = typer.Typer(help="personal-gpt: your own personal ChatGPT.", no_args_is_help=True)
 console = Console()
+T = TypeVar("T")
 
 
 def _checked_profile(profile: str) -> str:
@@ -64,6 +65,18 @@ def _fail(message: str) -> None:
     """``pgpt <message>`` on stderr, one line, and exit code 1."""
     Console(stderr=True).print(f"pgpt {message}", soft_wrap=True, markup=False)
     raise typer.Exit(1)
+
+
+def _ready(command: str, check: Callable[[], T]) -> T:
+    """``check()``, run before the command's flow starts (no server, no traceback): an input
+    it reports missing is one line naming it and what to run first, exit 1."""
+    from core.errors import MissingInput
+
+    try:
+        return check()
+    except MissingInput as error:
+        _fail(f"{command}: {error}")
+        raise  # unreachable: _fail exits
 
 
 Profile = Annotated[
@@ -156,7 +169,9 @@ def ingest(
 def export(profile: Profile = "default") -> None:
     """Chunk and split the stored articles; write train/valid/test JSONL and stats."""
     from flows.export import export as export_flow
+    from tasks.store import require_articles
 
+    _ready("export", lambda: require_articles(_data_dir()))
     with _prefect():
         _print_export(export_flow(profile, _data_dir()))
 
@@ -221,7 +236,9 @@ def _num(value: float | None) -> str:
 def finetune(profile: Profile = "default") -> None:
     """Fine-tune on DATA/jsonl with the configured backend; the result becomes current."""
     from flows.finetune import finetune as finetune_flow
+    from tasks.export import exported_split
 
+    _ready("finetune", lambda: exported_split(_data_dir(), "train"))
     with _prefect(), _training_bar():
         job = finetune_flow(profile, _data_dir())
     _print_finetune(job)
@@ -290,7 +307,12 @@ def evaluate(
 ) -> None:
     """Score a model on the test split against identity, the base model and the champion."""
     from flows.evaluate import evaluate as evaluate_flow
+    from tasks.export import exported_split
+    from tasks.finetune import model_to_use
 
+    _ready(
+        "evaluate", lambda: (model_to_use(_data_dir(), model), exported_split(_data_dir(), "test"))
+    )
     with _prefect():
         _print_evaluation(evaluate_flow(profile, _data_dir(), model_id=model, promote=promote))
 
@@ -317,12 +339,10 @@ def format_text(
     from config.settings import load_settings
     from tasks.examples import chunk_plain
     from tasks.faithful import repair
-    from tasks.finetune import current_model
+    from tasks.finetune import model_to_use
 
     settings = load_settings(profile, _data_dir())
-    model_id = model or current_model(settings.data_dir)
-    if model_id is None:
-        raise typer.BadParameter("no fine-tuned model yet: run `pgpt finetune` or pass --model")
+    model_id = _ready("format", lambda: model_to_use(settings.data_dir, model))
     try:
         text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:

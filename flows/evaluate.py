@@ -42,7 +42,7 @@ from tasks.evaluate import (
     score_answers,
     with_gap_closed,
 )
-from tasks.finetune import current_model, set_current_model
+from tasks.finetune import current_model, model_to_use, set_current_model
 from tasks.report import publish_evaluation, write_report
 from tasks.store import read_examples, record_run
 
@@ -70,10 +70,8 @@ def evaluate(
     data, conf = str(settings.data_dir), settings.model_dump(mode="json")
     jsonl = Path(data) / "jsonl"
     champion = current_model(data)
-    challenger = model_id or champion
-    if challenger is None:
-        raise ValueError("no model to evaluate: run `pgpt finetune` or pass a model id")
-    examples = read_test_examples(jsonl, settings.evaluate.max_examples)
+    challenger = model_to_use(data, model_id)
+    examples = read_test_examples(data, settings.evaluate.max_examples)
     train = read_chat_jsonl(jsonl / "train.jsonl") if (jsonl / "train.jsonl").exists() else []
     one_shot = pick_one_shot(train) if train else None
     # what generation depends on (not the training hyperparameters): keeps answers cached

@@ -12,18 +12,14 @@ from flows.runner import in_data_dir
 from tasks.examples import build_examples
 from tasks.export import export_jsonl
 from tasks.report import article_rows, publish_dataset
-from tasks.store import parquet_path, read_articles, store_examples
+from tasks.store import read_articles, require_articles, store_examples
 
 
 @task
 def load_articles(data_dir: str) -> list[dict]:
     """The stored articles; a clear error when there are none yet."""
-    articles = read_articles(data_dir)
-    if not articles:
-        raise ValueError(
-            f"no articles in {parquet_path(data_dir, 'articles')}: run `pgpt ingest SOURCE` first"
-        )
-    return articles
+    require_articles(data_dir)
+    return read_articles(data_dir)
 
 
 @flow(name="export")

@@ -20,6 +20,7 @@ from prefect import flow, get_run_logger
 from backends.local.train import file_sha256
 from config.settings import load_settings
 from flows.runner import Backend, flow_settings, in_data_dir
+from tasks.export import exported_split
 from tasks.finetune import finetune_model, publish_training, set_current_model
 
 
@@ -77,10 +78,8 @@ def finetune(
     ``backend`` overrides the profile's ``finetune.backend``.
     """
     settings = flow_settings(profile, data_dir, backend)
-    jsonl = Path(settings.data_dir) / "jsonl"
-    train, valid = jsonl / "train.jsonl", jsonl / "valid.jsonl"
-    if not train.exists():
-        raise FileNotFoundError(f"{train} not found: run `pgpt export` first")
+    train = exported_split(settings.data_dir, "train")
+    valid = train.with_name("valid.jsonl")
     valid_or_none = str(valid) if valid.exists() and valid.stat().st_size else None
     local = settings.finetune.backend == "local"  # OpenAI trains elsewhere: no slot needed
     with training_slot() if local else nullcontext():

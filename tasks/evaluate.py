@@ -55,7 +55,7 @@ from rapidfuzz.distance import Levenshtein
 
 from backends import get_backend
 from tasks.clean import MD, escape_line_start, escape_text, inline_plain, markdown_to_plain
-from tasks.export import read_jsonl
+from tasks.export import exported_split, read_jsonl
 from tasks.faithful import repair
 from tasks.tokens import count_tokens
 
@@ -697,11 +697,9 @@ def read_chat_jsonl(path: str | Path) -> list[dict]:
     return examples
 
 
-def read_test_examples(jsonl_dir: str | Path, max_examples: int | None = None) -> list[dict]:
-    """The test split (``test.jsonl``), at most ``max_examples`` of it."""
-    path = Path(jsonl_dir) / "test.jsonl"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run `pgpt export` first")
+def read_test_examples(data_dir: str | Path, max_examples: int | None = None) -> list[dict]:
+    """The test split (``DATA/jsonl/test.jsonl``), at most ``max_examples`` of it."""
+    path = exported_split(data_dir, "test")
     examples = read_chat_jsonl(path)
     if not examples:
         raise ValueError(f"{path} holds no examples: the test split is empty")

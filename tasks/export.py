@@ -39,6 +39,7 @@ from typing import Any
 from prefect import task
 
 from config.settings import ExportSettings
+from core.errors import MissingInput
 from tasks.atomic import atomic_path, write_atomic
 from tasks.tokens import count_tokens
 
@@ -317,6 +318,14 @@ def _read_numbered(path: str | Path, name: str | None = None) -> list[tuple[int,
         except json.JSONDecodeError as e:
             raise DatasetError(name, number, f"not valid JSON ({e.msg}, column {e.colno})") from e
     return rows
+
+
+def exported_split(data_dir: str | Path, split: str) -> Path:
+    """``DATA/jsonl/<split>.jsonl``; :class:`MissingInput` if ``pgpt export`` has not written it."""
+    path = Path(data_dir) / "jsonl" / f"{split}.jsonl"
+    if not path.exists():
+        raise MissingInput(f"{path} not found: run `pgpt export` first")
+    return path
 
 
 def read_jsonl(path: str | Path) -> list:

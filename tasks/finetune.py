@@ -27,6 +27,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from backends import get_backend, model_folder
 from backends.local import models_dir
+from core.errors import MissingInput
 from tasks.atomic import write_atomic
 
 CURRENT = "current.json"
@@ -63,6 +64,17 @@ def current_model(data_dir: str | Path) -> str | None:
     """The model id ``pgpt format`` uses by default (None before any fine-tune)."""
     path = models_dir(data_dir) / CURRENT
     return json.loads(path.read_text())["model_id"] if path.exists() else None
+
+
+def model_to_use(data_dir: str | Path, model_id: str | None) -> str:
+    """``model_id``, else the current model; :class:`MissingInput` when there is neither."""
+    chosen = model_id or current_model(data_dir)
+    if chosen is None:
+        where = models_dir(data_dir) / CURRENT
+        raise MissingInput(
+            f"no fine-tuned model yet ({where}): run `pgpt finetune` or pass --model"
+        )
+    return chosen
 
 
 def set_current_model(data_dir: str | Path, model_id: str) -> None:

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import task
 
+from core.errors import MissingInput
 from tasks.atomic import atomic_path
 
 ARTICLES_SCHEMA = pa.schema(
@@ -121,6 +122,13 @@ def write_rows(rows: list[dict], schema: pa.Schema, path: Path) -> None:
 def read_rows(path: Path) -> list[dict]:
     """All rows of a Parquet file as dicts ([] when the file does not exist)."""
     return pq.read_table(path).to_pylist() if path.exists() else []
+
+
+def require_articles(data_dir: str | Path) -> None:
+    """Raise :class:`MissingInput` unless articles are stored (read from the file's footer)."""
+    path = parquet_path(data_dir, "articles")
+    if not path.exists() or pq.read_metadata(path).num_rows == 0:
+        raise MissingInput(f"no articles in {path}: run `pgpt ingest SOURCE` first")
 
 
 def read_articles(data_dir: str | Path) -> list[dict]:

@@ -140,7 +140,7 @@ def test_report_files_exist_and_parse(retrained):
 
 def test_faithful_answers_keep_the_input_text(retrained):
     data, _, result = retrained
-    examples = read_test_examples(data / "jsonl", 3)
+    examples = read_test_examples(data, 3)
     report_dir = data / "reports" / result["evaluate"]["run_id"]
     rows = [json.loads(line) for line in (report_dir / "answers.jsonl").read_text().splitlines()]
     for row, example in zip(rows, examples, strict=True):

@@ -175,10 +175,33 @@ def test_pgpt_run_prints_the_dataset_summary_and_publishes_artifacts(tmp_path, t
     assert evaluation["type"] == "table" and model_id in evaluation["data"]
 
 
-def test_pgpt_export_without_articles_says_what_to_do(tmp_path):
-    result = CliRunner().invoke(app, ["--data-dir", str(tmp_path), "export"])
-    assert result.exit_code != 0
-    assert "run `pgpt ingest SOURCE` first" in str(result.exception)
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        (["export"], "/parquet/articles.parquet: run `pgpt ingest SOURCE` first"),
+        (["finetune"], "/jsonl/train.jsonl not found: run `pgpt export` first"),
+        (["evaluate"], "/models/current.json): run `pgpt finetune` or pass --model"),
+        (["evaluate", "--model", "any"], "/jsonl/test.jsonl not found: run `pgpt export` first"),
+        (["format", "-"], "/models/current.json): run `pgpt finetune` or pass --model"),
+    ],
+)
+def test_a_step_before_its_inputs_is_one_line_naming_them(tmp_path, command, said):
+    """Each command checks its inputs before any flow starts: one line, no traceback."""
+    args = ["--data-dir", str(tmp_path), *command]
+    result = CliRunner().invoke(app, args, input="Title")
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"pgpt {command[0]}: "), lines
+    assert f"{tmp_path}{said}" in lines[0], lines
+
+
+def test_a_flow_run_without_its_inputs_fails_with_the_same_words(tmp_path):
+    """In a deployment or worker (no CLI), the flow itself refuses with that message."""
+    from core.errors import MissingInput
+    from flows.finetune import finetune
+
+    with pytest.raises(MissingInput, match=r"train\.jsonl not found: run `pgpt export` first"):
+        finetune(data_dir=str(tmp_path))
 
 
 def test_pgpt_without_a_prefect_server_runs_quietly(tmp_path):

@@ -1,0 +1,1 @@
+"""Shared ideas with one owner each, below every other package but config."""
