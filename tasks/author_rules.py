@@ -1,24 +1,25 @@
 """The author's rules: the general rules (``tasks.rules``), corrected by the author's articles.
 
 The general rules know nothing of any one writer: every heading after a paragraph is an
-``##``, a list starts only after a colon or in a run of short lines, a quote is never seen.
-A writer is consistent where the rules are not: their sub-sections are ``###``, their steps are
-numbered, their long sentences after "includes:" are items. This module learns those habits
-from the author's own (plain text, Markdown) pairs, in seconds and without a GPU, as a table:
-for each line, a few views of its context (the general rules' kind, its length and last
-character, the previous line's kind and last character, the last heading's level), each
-with how often the author gave a line in that context each kind. Reading a text, the most
-specific view seen at least :data:`MIN_COUNT` times gives each kind's probability, and a beam
-search over the lines (the previous kind is part of the context) picks the likeliest kinds.
+``##``, every run of lines a bulleted list, a quote is never seen. A writer is consistent
+where the rules are not: their sub-sections are ``###``, their steps are numbered, their runs
+of lines are verses or quotes. This module learns those habits from the author's own (plain
+text, Markdown) pairs, in seconds and without a GPU, as a table: for each non-blank line, a
+few views of its context (the general rules' kind and where the line stands in its block, its
+length and last character, the previous line's kind and last character, the last heading's
+level), each with how often the author gave a line in that context each kind. Reading a
+text, the most specific view seen at least :data:`MIN_COUNT` times gives each kind's
+probability, and a beam search over the lines (the previous kind is part of the context; the
+lines of a block share its first line's kind) picks the likeliest kinds.
 
 Code and tables stay where the general rules put them (their lines are rendered verbatim), so
 the author's rules, like the general ones, never change a word:
 ``markdown_to_plain(AuthorRules.fit(pairs)(plain)) == plain``. The table is a few thousand
 counts in a JSON file that goes with the fine-tuned model (``finetune.scaffold: author``).
 
->>> pairs = [("Tools\\nI use:\\nhammers for nails.\\nsaws for wood.",
+>>> pairs = [("Tools\\n\\nI use:\\n\\nhammers for nails.\\nsaws for wood.",
 ...           "### Tools\\n\\nI use:\\n\\n1. hammers for nails.\\n2. saws for wood.")] * 3
->>> print(AuthorRules.fit(pairs)("Gear\\nI own:\\nropes for climbing.\\npitons for rock."))
+>>> print(AuthorRules.fit(pairs)("Gear\\n\\nI own:\\n\\nropes for climbing.\\npitons for rock."))
 ### Gear
 <BLANKLINE>
 I own:
@@ -39,20 +40,21 @@ from pathlib import Path
 from markdown_it.token import Token
 
 from tasks.atomic import write_atomic
-from tasks.clean import MD, content_lines, inline_plain
-from tasks.rules import HEADINGS, classify, levelled, markdown_of
+from tasks.clean import MD, content_lines, inline_plain, plain_blocks
+from tasks.rules import HEADINGS, classify, levelled, markdown_of, spanned
 
 MIN_COUNT = 3  # lines a context needs before its kinds are trusted; else a coarser view's
 BEAM = 4  # kind sequences kept while reading the lines (4 and 16 chose alike on the valid split)
 SMOOTHING = 0.1  # added to each seen kind's count: a rare kind keeps some probability
+UNSEEN = 1e-3  # probability of a block's line going on in a kind its context never showed
 VERBATIM = ("code", "table")  # kinds only the general rules assign (rendered line by line)
 AUTHOR_RULES_JSON = "author_rules.json"
 
 
 def line_kinds(markdown: str) -> list[tuple[str, str]]:
-    """Each line of ``markdown_to_plain(markdown)`` with the kind of block the author put it in:
-    para, h1..h6, bullet, ordered, quote, code, table or html (a list item inside a quote is
-    an item).
+    """Each non-blank line of ``markdown_to_plain(markdown)`` with the kind of block the author
+    put it in: para, h1..h6, bullet, ordered, quote, code, table or html (a list item inside a
+    quote is an item).
 
     >>> line_kinds("## Tools\\n\\n> Wise words.\\n\\n1. hammers\\n\\n| a | b |\\n|---|---|\\n| 1 |")
     [('Tools', 'h2'), ('Wise words.', 'quote'), ('hammers', 'ordered'), ('a\\tb', 'table'), \
@@ -81,7 +83,7 @@ def line_kinds(markdown: str) -> list[tuple[str, str]]:
             found += [
                 (line, block_kind(open_blocks)) for line in content_lines(inline_plain(token))
             ]
-    return found
+    return [(line, kind) for line, kind in found if line]
 
 
 def block_kind(open_blocks: list[Token]) -> str:
@@ -96,6 +98,14 @@ def block_kind(open_blocks: list[Token]) -> str:
         if token.type == "blockquote_open":
             return "quote"
     return "para"
+
+
+def read(plain: str) -> tuple[list[str], list[str], list[str]]:
+    """The plain text's non-blank lines, the general rules' kind of each, and its place."""
+    every = plain.split("\n") if plain else []
+    rules = levelled(classify(every))
+    kept = [i for i, line in enumerate(every) if line]
+    return [every[i] for i in kept], [rules[i] for i in kept], places(every)
 
 
 def ending(line: str | None) -> str:
@@ -114,12 +124,28 @@ def length(line: str) -> int:
     return 0 if n == 0 else 1 if n <= 40 else 2 if n <= 80 else 3 if n <= 160 else 4
 
 
-def views(lines: list[str], rules: list[str], i: int, previous: str, heading: str) -> list[str]:
-    """Line ``i``'s context, coarsest view first: the rules' kind ``rules[i]``, the line's
-    length and ending, the ``previous`` line's kind and ending, the last ``heading``'s kind."""
+def places(lines: list[str]) -> list[str]:
+    """Where each non-blank line stands in its block: single, first, mid or last.
+
+    >>> places(["Tools", "", "hammers", "saws", "nails"])
+    ['single', 'first', 'mid', 'last']
+    """
+    found: list[str] = []
+    for start, end in plain_blocks(lines):
+        n = end - start
+        found += ["single"] if n == 1 else ["first", *["mid"] * (n - 2), "last"]
+    return found
+
+
+def views(
+    lines: list[str], rules: list[str], place: list[str], i: int, previous: str, heading: str
+) -> list[str]:
+    """Non-blank line ``i``'s context, coarsest view first: the rules' kind ``rules[i]`` and
+    its ``place`` in its block, the line's length and ending, the ``previous`` line's kind and
+    ending, the last ``heading``'s kind."""
     line = lines[i]
     before = ending(lines[i - 1]) if i else "none"
-    own = f"rules={rules[i]}"
+    own = f"rules={rules[i]} place={place[i]}"
     shape = f"length={length(line)} end={ending(line)}"
     context = f"previous={previous} before={before}"
     return [
@@ -145,14 +171,14 @@ class AuthorRules:
         counts: dict[str, Counter[str]] = {}
         for plain, markdown in pairs:
             found = line_kinds(markdown)
-            lines = [line for line, _ in found]
-            if not plain or "\n".join(lines) != plain:
+            lines, rules, place = read(plain)
+            if not plain or [line for line, _ in found] != lines:
                 continue
             kinds = [("para" if kind == "html" else kind) for _, kind in found]
-            rules, heading = levelled(classify(lines)), "none"
+            heading = "none"
             for i, kind in enumerate(kinds):
                 previous = kinds[i - 1] if i else "start"
-                for view in views(lines, rules, i, previous, heading):
+                for view in views(lines, rules, place, i, previous, heading):
                     counts.setdefault(view, Counter())[kind] += 1
                 heading = kind if kind in HEADINGS else heading
         return cls({view: dict(kinds) for view, kinds in counts.items()})
@@ -167,28 +193,32 @@ class AuthorRules:
                 return {kind: (n + SMOOTHING) / norm for kind, n in seen.items()}
         return {fallback: 1.0}
 
-    def kinds(self, lines: list[str]) -> list[str]:
-        """The likeliest kind of each line (beam search; code and tables as the rules say)."""
-        rules = levelled(classify(lines))
+    def kinds(self, plain: str) -> list[str]:
+        """The likeliest kind of each line of ``plain`` (beam search over the non-blank lines,
+        the lines of a block of one kind; code and tables as the rules say)."""
+        lines, rules, place = read(plain)
         beams: list[tuple[float, list[str], str]] = [(0.0, [], "none")]
         for i, rule in enumerate(rules):
             grown = []
             for score, kinds, heading in beams:
                 previous = kinds[-1] if kinds else "start"
-                options = self.probabilities(views(lines, rules, i, previous, heading), rule)
+                found = views(lines, rules, place, i, previous, heading)
+                options = self.probabilities(found, rule)
                 options = {k: p for k, p in options.items() if k not in VERBATIM} or {"para": 1}
                 if rule in VERBATIM:
                     options = {rule: 1.0}
+                if place[i] in ("mid", "last"):  # a block is of one kind: its first line's
+                    options = {previous: options.get(previous, UNSEEN)}
                 for kind, p in options.items():
                     after = kind if kind in HEADINGS else heading
                     grown.append((score + math.log(p), [*kinds, kind], after))
             beams = sorted(grown, key=lambda beam: -beam[0])[:BEAM]
-        return beams[0][1]
+        chosen = iter(beams[0][1])
+        return spanned([next(chosen) if line else "blank" for line in plain.split("\n")])
 
     def __call__(self, plain: str) -> str:
         """``plain`` as Markdown the author's way; ``markdown_to_plain`` of it is ``plain``."""
-        lines = plain.split("\n") if plain else []
-        return markdown_of(lines, self.kinds(lines))
+        return markdown_of(plain.split("\n"), self.kinds(plain)) if plain else ""
 
     def save(self, folder: Path) -> None:
         """Written atomically as ``folder``/:data:`AUTHOR_RULES_JSON` (next to an adapter)."""

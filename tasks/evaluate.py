@@ -14,7 +14,9 @@ with the reference (the author's Markdown), or with the plain text itself:
 >>> plain = markdown_to_plain(reference)
 >>> print(plain)
 Tools
+<BLANKLINE>
 Use small tools:
+<BLANKLINE>
 one
 two
 >>> cer(prediction, reference)  # two asterisks missing, of 41 characters

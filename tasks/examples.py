@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from collections.abc import Callable
 
 from markdown_it import MarkdownIt
 from prefect import task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
+from core.caching import SourceOf
 from tasks.clean import markdown_to_plain
 from tasks.tokens import count_tokens
 
@@ -185,13 +187,20 @@ def chunk_markdown(markdown: str, max_tokens: int) -> list[str]:
 
 
 def chunk_plain(plain: str, max_tokens: int) -> list[str]:
-    """Pack whole lines of plain text into chunks of at most ``max_tokens`` tokens.
+    """Pack whole blocks of plain text (runs of lines between blank lines) into chunks of at
+    most ``max_tokens`` tokens, the way the training examples were cut; a block over the
+    budget is cut between its lines. Blank lines between blocks become one.
 
-    Plain text has one block per line, so this cuts new text the way the training examples
-    were cut (at block boundaries); a single line over the budget is a chunk of its own.
+    >>> chunk_plain("Tools\\r\\n\\n \\n\\nhammers\\nsaws\\n", max_tokens=100)
+    ['Tools\\n\\nhammers\\nsaws']
     """
-    chunks = pack(plain.strip("\n").split("\n"), "\n".join, max_tokens)
-    return [chunk for chunk in chunks if chunk.strip()]
+    text = re.sub(r"\r\n?", "\n", plain).strip("\n")
+    blocks = [block for block in re.split(r"\n(?:[ \t]*\n)+", text) if block.strip()]
+    chunks = []
+    for chunk in pack(blocks, "\n\n".join, max_tokens):
+        over = count_tokens(chunk) > max_tokens and "\n\n" not in chunk
+        chunks += pack(chunk.split("\n"), "\n".join, max_tokens) if over else [chunk]
+    return chunks
 
 
 def _unit(article_id: str, seed: int) -> float:
@@ -255,7 +264,10 @@ def article_examples(
     return rows
 
 
-@task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
+CODE = SourceOf(functions=(sys.modules[__name__], markdown_to_plain))  # the chunks' makers
+
+
+@task(cache_policy=INPUTS + TASK_SOURCE + CODE, persist_result=True)
 def build_examples(articles: list[dict], examples: dict) -> list[dict]:
     """Chunk every article and assign its split: the rows of examples.parquet."""
     splits = assign_splits(

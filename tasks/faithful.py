@@ -7,16 +7,17 @@ text everywhere else, with the guarantee ``markdown_to_plain(repair(output, plai
 1. the output is cut into leaf blocks ("units": a paragraph or heading with its container
    prefix such as ``- `` or ``> ``, a whole code block, a whole table) with their plain lines;
    a fence left open is closed, and a fence around Markdown removed, if more text then matches;
-2. the input lines are aligned with the output's plain lines (difflib); a unit whose lines
-   all equal consecutive input lines is kept verbatim, and units that stood together in the
-   output stay together with their separators (a tight list stays tight);
-3. every other input line is written anew, escaped, in the block style of the output line it
-   was paired with (heading, list item, quote, code block, table row; a line the model
-   dropped takes its neighbours' shared style), with the model's emphasis, strong and code
-   spans where their text is unchanged; output lines with no counterpart are dropped;
-4. every piece is parsed back, then the whole result; a piece that does not read right falls
+2. the input lines are aligned with the output's plain lines (difflib), and each input line
+   takes the style of the output line it was paired with (heading, list item, quote, code
+   block, table row; a line the model dropped takes its neighbours' shared style);
+3. the input is written block by block (its runs of lines; code with blank lines in it is
+   one block): the output's own text where consecutive units hold exactly the block's lines,
+   else the block's lines in one style (its first line's; code if any line is code; a
+   heading of several lines is a paragraph), with the model's emphasis, strong and code spans
+   where their text is unchanged; output lines with no counterpart are dropped;
+4. every block is parsed back, then the whole result; a block that does not read right falls
    back to plainer writings (escaped paragraph, fenced code, a one-cell table with entities),
-   and a result that does not falls back to no kept markup, then to plain pieces only.
+   and a result that does not falls back to no kept markup, then to plain blocks only.
 
 An output whose plain text is already exact is returned unchanged (markup-only lines and all).
 Every plain text without NUL can be represented; NUL cannot (markdown-it reads it as U+FFFD)
@@ -28,7 +29,7 @@ recognition) comes back as an escaped paragraph, or as fenced code when it is bl
 indented; only emphasis, strong and code spans move to rewritten lines (links do not);
 containers nested deeper than three columns are written with their innermost marker only.
 
->>> plain = "Intro\\nUse small tools.\\nOne\\nTwo"
+>>> plain = "Intro\\n\\nUse small tools.\\n\\nOne\\nTwo"
 >>> output = "## Intro\\n\\nUse *small* tools, always.\\n\\n- One\\n- One\\n- Two\\n\\n## Invented"
 >>> print(repair(output, plain))
 ## Intro
@@ -44,7 +45,7 @@ Use *small* tools.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from difflib import SequenceMatcher
 from textwrap import dedent
 
@@ -60,12 +61,12 @@ from tasks.clean import (
     escape_text,
     inline_plain,
     markdown_to_plain,
+    plain_blocks,
 )
 
 SIMILAR = 60  # rapidfuzz ratio from which a changed line borrows its counterpart's style
 PUNCT = re.compile(r"([!-/:-@\[-`{-~])")  # ASCII punctuation: each one may be escaped
 PREFIX = re.compile(r"(?:[ \t]*(?:>|(?:[-+*]|\d{1,9}[.)])(?=[ \t]|$))[ \t]?)*")  # containers
-MARKER = re.compile(r"([ \t>]*)([-+*]|\d{1,9}([.)]))(?=[ \t]|$)")  # a list item's marker
 QUIET = re.compile(r"[ \t>]*")  # a separator line: blank but for quote marks
 LEAVES = {"paragraph_open", "heading_open", "fence", "code_block", "html_block", "table_open"}
 SENTINEL = "\n\nsentinel"  # a paragraph after a piece, which must not run into it
@@ -109,11 +110,9 @@ def repair(output: str, plain: str) -> str:
     plan = best_plan(source, lines)
     ladder = (plan.pieces, lambda: plan.pieces(keep=False), lambda: plain_pieces(lines))
     for rung in ladder:  # built lazily: a rung only when the one above failed
-        pieces = rung()
-        for tight in (True, False):
-            result = join(pieces, tight)
-            if markdown_to_plain(result) == plain:
-                return result
+        result = "\n\n".join(rung())
+        if markdown_to_plain(result) == plain:
+            return result
     if markdown_to_plain(fence(lines)) == plain:
         return fence(lines)
     raise ValueError(f"cannot render this plain text: {plain[:80]!r}")  # only if a rung is broken
@@ -284,100 +283,136 @@ class Plan:
     matched: int  # non-blank input lines equal to an output line
 
     def pieces(self, keep: bool = True) -> list[str]:
-        """The result's blocks in input order: kept runs of the output, other lines rendered."""
-        kept = self.kept if keep else {}
-        starts = {first: u for u, first in kept.items()}
+        """The result's blocks in input order: the output's own text where its units write a
+        block exactly (kept blocks next to each other in the output stay together, with its
+        separator: a quote's paragraphs stay one quote), else the block's lines written in the
+        style of its first line."""
+        coded = [style.kind == "code" for style in self.styles]
         pieces: list[str] = []
-        i = 0
-        while i < len(self.lines):
-            if i in starts:
-                run = [starts[i]]
-                i += len(self.units[run[-1]].lines)
-                while kept.get(run[-1] + 1) == i and self.quiet(run[-1]):
-                    run.append(run[-1] + 1)
-                    i += len(self.units[run[-1]].lines)
-                pieces += self.keep_run(run)
-                continue
-            end, style = i + 1, self.styles[i]
-            if style.group != -1:  # a code block or table: its lines are written together
-                while end < len(self.lines) and end not in starts and self.styles[end] == style:
-                    end += 1
-            pieces += styled(self.lines[i:end], style, self.spans[i:end])
-            i = end
+        last: tuple[list[int], int] | None = None  # the last piece's kept units, first line
+        for start, end in blocks_of(self.lines, coded):
+            run = self.kept_run(start, end) if keep else None
+            if run and last and last[0][-1] + 1 == run[0] and self.quiet(last[0][-1]):
+                together = self.text(last[0] + run, last[1], end)
+                if together is not None:
+                    pieces[-1], last = together, (last[0] + run, last[1])
+                    continue
+            text = self.text(run, start, end) if run else None
+            last = (run, start) if run and text is not None else None
+            styles = self.block_styles(start, end)
+            pieces.append(text or written(self.lines[start:end], styles, self.spans[start:end]))
         return pieces
+
+    def kept_run(self, start: int, end: int) -> list[int] | None:
+        """Consecutive kept units holding exactly input lines [start, end), if any."""
+        starts = {first: u for u, first in self.kept.items()}
+        run, i = [], start
+        while i < end and i in starts and (not run or starts[i] == run[-1] + 1):
+            run.append(starts[i])
+            i += len(self.units[run[-1]].lines)
+        return run if run and i == end else None
+
+    def text(self, run: list[int], start: int, end: int) -> str | None:
+        """The output's text of a run of units, if it reads as input lines [start, end)."""
+        text = "\n".join(self.source[self.units[run[0]].start : self.units[run[-1]].end])
+        return next((t for t in (text, dedent(text)) if reads(t, self.lines[start:end])), None)
 
     def quiet(self, u: int) -> bool:
         """Whether only blank (or quote-mark) lines separate unit u from the next one."""
         end, start = self.units[u].end, self.units[u + 1].start
         return end <= start and all(QUIET.fullmatch(line) for line in self.source[end:start])
 
-    def keep_run(self, run: list[int]) -> list[str]:
-        """A run of kept units as one piece, else unit by unit, else rendered from the input."""
-        first = self.kept[run[0]]
-        end = first + sum(len(self.units[u].lines) for u in run)
-        text = "\n".join(self.source[self.units[run[0]].start : self.units[run[-1]].end])
-        for candidate in (text, dedent(text)):
-            if reads(candidate, self.lines[first:end]):
-                return [candidate]
-        if len(run) > 1:
-            return [piece for u in run for piece in self.keep_run([u])]
-        return styled(self.lines[first:end], self.styles[first], self.spans[first:end])
+    def block_styles(self, start: int, end: int) -> list[Style]:
+        """The styles of a block's lines: all one code style if any line is code (or a blank
+        line is in the block), else their own, a heading's a paragraph's in a longer block."""
+        styles = self.styles[start:end]
+        codes = [style for style in styles if style.kind == "code"]
+        if codes or "" in self.lines[start:end]:
+            return [codes[0] if codes else Style(kind="code", group=-2)] * (end - start)
+        if end - start > 1:
+            return [Style(s.prefix) if s.kind == "heading" else s for s in styles]
+        return styles
 
 
 # --- writing the input's lines ------------------------------------------------------------------
+
+
+def blocks_of(lines: list[str], coded: list[bool]) -> list[tuple[int, int]]:
+    """The plain text's blocks (:func:`tasks.clean.plain_blocks`) as the result writes them:
+    blocks that are code on both sides of blank lines, or with more than one blank line
+    between them, are one code block holding those lines, and so are blank lines at an edge.
+
+    >>> blocks_of(["a", "", "b", "", "", "c"], [False] * 6)
+    [(0, 1), (2, 6)]
+    """
+    found: list[tuple[int, int]] = []
+    for start, end in plain_blocks(lines):
+        if found and (start - found[-1][1] > 1 or (coded[found[-1][1] - 1] and coded[start])):
+            found[-1] = (found[-1][0], end)
+        else:
+            found.append((start, end))
+    if not found:
+        return [(0, len(lines))] if lines else []
+    found[0] = (0, found[0][1])
+    found[-1] = (found[-1][0], len(lines))
+    return found
 
 
 def reads(piece: str, lines: list[str]) -> bool:
     """Whether the piece reads as exactly these lines and ends before a paragraph after it."""
     tokens = MD.parse(piece + SENTINEL)
     ends = [(t.type, t.level, t.content) for t in tokens[-3:]] == ENDS
-    return ends and markdown_to_plain(piece + SENTINEL) == "\n".join(lines) + SENTINEL[1:]
+    return ends and markdown_to_plain(piece + SENTINEL) == "\n".join(lines) + SENTINEL
 
 
-def styled(lines: list[str], style: Style, spans: list[list]) -> list[str]:
-    """Input lines written in a borrowed style, each block verified, else as plain pieces."""
-    whole = style.kind in ("code", "table")
-    groups = (
-        [(lines, spans)] if whole else [([line], [s]) for line, s in zip(lines, spans, strict=True)]
-    )
-    pieces: list[str] = []
-    for group, found in groups:
-        writings = (render(group, style, found, level) for level in (0, 1, 2))
-        piece = next((p for p in writings if p is not None and reads(p, group)), None)
-        pieces += [piece] if piece is not None else plain_pieces(group)
-    return pieces
+def written(block: list[str], styles: list[Style], spans: list[list]) -> str:
+    """A block's lines in their borrowed styles, verified: code and tables whole, other lines
+    each in its own style, else all in the first line's (a list's items numbered on), else as
+    :func:`plain_block` writes them."""
+    style = styles[0]
+    if style.kind in ("code", "table"):
+        writings = (render(block, style, spans, level) for level in (0, 1, 2))
+        return next((p for p in writings if p is not None and reads(p, block)), plain_block(block))
+    own = [replace(style, prefix=numbered(style.prefix, k)) for k in range(len(block))]
+    for chosen in (styles, own):
+        lines = []
+        for line, line_style, found in zip(block, chosen, spans, strict=True):
+            writings = (render([line], line_style, [found], level) for level in (0, 1, 2))
+            lines.append(next((p for p in writings if p is not None and reads(p, [line])), None))
+        if None not in lines and reads(piece := "\n".join(lines), block):  # type: ignore[arg-type]
+            return piece
+    return plain_block(block)
+
+
+def numbered(prefix: str, k: int) -> str:
+    """A list item's prefix for the block's line ``k``: an ordered item's number ``k`` on.
+
+    >>> numbered("3. ", 2), numbered("> - ", 2)
+    ('5. ', '> - ')
+    """
+    found = list(re.finditer(r"(\d{1,9})(?=[.)](?:[ \t]|$))", prefix))
+    if not found:
+        return prefix
+    last = found[-1]
+    return prefix[: last.start()] + str(int(last[1]) + k) + prefix[last.end() :]
+
+
+def plain_block(block: list[str]) -> str:
+    """A block's lines as one escaped paragraph, or fenced code if a line is indented or
+    blank; a line with a carriage return (which code cannot hold) with its edge spaces as
+    entities, or alone as a one-cell table."""
+    carriage = any("\r" in line for line in block)
+    if carriage or all(line[:1].strip() for line in block):
+        for level in (1, 2):
+            lines = [inline(line, [], level) for line in block]
+            if None not in lines and reads(piece := "\n".join(lines), block):  # type: ignore[arg-type]
+                return piece
+    return cell_table(block[0]) if carriage and len(block) == 1 else fence(block)
 
 
 def plain_pieces(lines: list[str]) -> list[str]:
-    """Lines as escaped paragraphs, indented ones as fenced code (a run shares a fence), else
-    (a carriage return, which code cannot hold) as a one-cell table."""
-    pieces: list[str] = []
-    pending: list[str] = []
-    for line in lines:
-        writings = (inline(line, [], level) for level in (1, 2) if line[:1].strip())
-        piece = next((p for p in writings if p is not None and reads(p, [line])), None)
-        if piece is None and "\r" not in line:
-            pending.append(line)
-            continue
-        pieces += [fence(pending)] if pending else []
-        pieces.append(piece if piece is not None else cell_table(line))
-        pending = []
-    return pieces + ([fence(pending)] if pending else [])
-
-
-def join(pieces: list[str], tight: bool) -> str:
-    """Pieces separated by blank lines (if tight, list items of one list by a newline)."""
-    out = pieces[:1]
-    for piece in pieces[1:]:
-        kind = list_kind(out[-1].rsplit("\n", 1)[-1])
-        out.append(("\n" if tight and kind and kind == list_kind(piece) else "\n\n") + piece)
-    return "".join(out)
-
-
-def list_kind(line: str) -> tuple[str, str] | None:
-    """(indentation, bullet or delimiter) of a list item's first line; None for other lines."""
-    match = MARKER.match(line)
-    return (match[1], match[3] or match[2]) if match else None
+    """Every block of the plain text as :func:`plain_block` writes it."""
+    return [plain_block(lines[a:b]) for a, b in blocks_of(lines, [False] * len(lines))]
 
 
 def render(lines: list[str], style: Style, spans: list[list], level: int) -> str | None:

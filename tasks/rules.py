@@ -3,22 +3,23 @@
 A fine-tuned model has learnt its author only if it does better than what an engineer writes
 in an afternoon (issue 12), so the evaluation scores these rules as a model of their own
 ("rules"). They read only the cues plain text keeps (:func:`tasks.clean.markdown_to_plain`
-writes one block per line, code lines verbatim, table cells joined by tabs) and know nothing
-of any one corpus. Line by line, first match wins:
+writes blocks apart, separated by a blank line, and the lines of one block together: a list's
+items, a table's rows with their cells joined by tabs, a code block's lines verbatim) and know
+nothing of any one corpus. Block by block (a run of non-blank lines), first match wins:
 
-- **table**: two or more lines with the same number of tabs (how table rows come out), one
-  between words, become a pipe table, the first row its header;
-- **code**: lines that look like code (indented, a shell prompt, a comment, a keyword first,
-  ending in a brace or semicolon, mostly symbols), blank lines (plain text has them only
-  inside code) and their neighbours, and then any line next to code that does not read as a
-  sentence, are fenced in runs, verbatim; a language is named only when a line is
-  unmistakable (``fn main() {``, ``def f():``, ``[section]``);
-- **list**: the short lines after a line ending with a colon (two or more), or any three or
-  more short lines without final punctuation, become ``-`` items;
+- **table**: two or more lines with the same number of tabs, one between words, become a pipe
+  table, the first row its header;
+- **code**: a block at least half of whose lines look like code (indented, a shell prompt, a
+  comment, a keyword first, ending in a brace or semicolon, mostly symbols), or with two blank
+  lines beside it (only code holds them), and then any block next to code with no line that
+  reads as a sentence, are fenced, verbatim, code blocks with only blank lines between them
+  in one fence; a language is named only when a line is unmistakable (``fn main() {``,
+  ``def f():``, ``[section]``);
+- **list**: any other block of two or more lines becomes ``-`` items;
 - **heading**: a short line without final punctuation (or a short question) before a longer
   line, or last; ``#`` as the text's first line (the title), one level deeper right after
   another heading, else ``##``;
-- every other line is a paragraph.
+- every other block is a paragraph.
 
 Blocks are separated by one blank line and lists are tight, as in the canonical Markdown;
 text is escaped by the project's own escaper (:func:`tasks.clean.render_inline`). Each block
@@ -26,8 +27,8 @@ is parsed back and fenced as code if it does not read as its lines, so the words
 ``markdown_to_plain(rules_markdown(plain)) == plain`` (with :func:`tasks.faithful.repair` as
 the last resort).
 
->>> print(rules_markdown("On Tools\\nUse small tools, *all* of them:\\nhammers\\nsaws\\n"
-...                      "Then build:\\n$ cargo build --release"))
+>>> print(rules_markdown("On Tools\\n\\nUse small tools, *all* of them:\\n\\nhammers\\nsaws\\n\\n"
+...                      "Then build:\\n\\n$ cargo build --release"))
 # On Tools
 <BLANKLINE>
 Use small tools, \\*all\\* of them:
@@ -46,7 +47,7 @@ from __future__ import annotations
 
 import re
 
-from tasks.clean import markdown_to_plain, render_inline
+from tasks.clean import markdown_to_plain, plain_blocks, render_inline
 from tasks.faithful import repair
 
 SHORT = 80  # characters: a list item or a heading is at most this long
@@ -88,45 +89,75 @@ def unpunctuated(line: str) -> bool:
 
 
 def classify(lines: list[str]) -> list[str]:
-    """Each line's block kind: table, code, item, heading or para."""
-    kinds = ["para"] * len(lines)
-    for start, end, tabs in runs([line.count("\t") for line in lines]):  # rows of one width
-        if tabs and end - start >= 2 and any(re.search(r"[^\t]\t", x) for x in lines[start:end]):
-            kinds[start:end] = ["table"] * (end - start)
-    code = [k == "para" and looks_like_code(line) for k, line in zip(kinds, lines, strict=True)]
-    for i, line in enumerate(lines):  # a blank line is only ever inside a code block
-        if not line:
-            code[max(0, i - 1) : i + 2] = [True] * len(code[max(0, i - 1) : i + 2])
+    """Each line's block kind: table, code, item, heading, para, or blank (a separator). The
+    lines of one block (:func:`tasks.clean.plain_blocks`) share its kind."""
+    blocks = plain_blocks(lines)
+    kinds = ["para"] * len(blocks)
+    for b, (start, end) in enumerate(blocks):
+        rows = lines[start:end]
+        widths = {row.count("\t") for row in rows}
+        if end - start >= 2 and len(widths) == 1 and any(re.search(r"[^\t]\t", x) for x in rows):
+            kinds[b] = "table"
+        elif coded(rows) or wide_gap(lines, blocks, b):
+            kinds[b] = "code"
     changed = True
-    while changed:  # next to code, a line that does not read as a sentence is code too
+    while changed:  # next to code, a block with no line that reads as a sentence is code too
         changed = False
-        for i, line in enumerate(lines):
-            near = True in code[max(0, i - 1) : i] + code[i + 1 : i + 2]
-            between = code[max(0, i - 1) : i] == code[i + 1 : i + 2] == [True]
-            capital = re.match(r"[\W_]*[A-Z0-9]", line)  # between code, it must also end as one
-            sentence = capital and (PROSE_END.search(line) or not between)
-            if kinds[i] == "para" and not code[i] and near and not sentence:
-                code[i] = changed = True
-    kinds = ["code" if c else k for c, k in zip(code, kinds, strict=True)]
-    short = [k == "para" and is_short(line) for k, line in zip(kinds, lines, strict=True)]
-    for i, line in enumerate(lines):  # after a colon: the short lines up to the next colon
-        end = next(
-            (j for j in range(i + 1, len(lines)) if not short[j] or lines[j][-1] == ":"), len(lines)
-        )
-        if line.endswith(":") and end - i > 2:
-            kinds[i + 1 : end] = ["item"] * (end - i - 1)
-    terse = [
-        k == "para" and is_short(x) and unpunctuated(x) for k, x in zip(kinds, lines, strict=True)
-    ]
-    for start, end, is_run in runs(terse):  # anywhere: three or more terse lines
-        if is_run and end - start >= 3:
-            kinds[start:end] = ["item"] * (end - start)
-    for i, line in enumerate(lines):  # a terse line (or question) before a longer one, or last
-        longer = i + 1 == len(lines) or len(lines[i + 1]) > len(line)
-        titled = terse[i] or (is_short(line) and line.endswith("?"))
-        if kinds[i] == "para" and titled and longer and len(line.split()) <= HEADING_WORDS:
-            kinds[i] = "heading"
-    return kinds
+        for b, (start, end) in enumerate(blocks):
+            near = "code" in kinds[max(0, b - 1) : b] + kinds[b + 1 : b + 2]
+            if kinds[b] == "para" and near and not any(map(sentence, lines[start:end])):
+                kinds[b] = "code"
+                changed = True
+    for b, (start, end) in enumerate(blocks):
+        line, after = lines[start], blocks[b + 1][0] if b + 1 < len(blocks) else None
+        longer = after is None or len(lines[after]) > len(line)
+        titled = unpunctuated(line) or line.endswith("?")
+        if kinds[b] == "para" and end - start >= 2:  # a run of lines: a list's items
+            kinds[b] = "item"
+        elif kinds[b] == "para" and is_short(line) and titled and longer:
+            kinds[b] = "heading" if len(line.split()) <= HEADING_WORDS else "para"
+    out = ["blank"] * len(lines)
+    for (start, end), kind in zip(blocks, kinds, strict=True):
+        out[start:end] = [kind] * (end - start)
+    return spanned(out)
+
+
+def coded(rows: list[str]) -> bool:
+    """Whether a block is code: half its lines look like code, or one does and none reads as
+    a sentence."""
+    code = sum(map(looks_like_code, rows))
+    return 2 * code >= len(rows) or (code > 0 and not any(map(sentence, rows)))
+
+
+def sentence(line: str) -> bool:
+    """Whether a line reads as prose: a capital first and a sentence's end (or six words)."""
+    capital = re.match(r"[\W_]*[A-Z0-9]", line)
+    return bool(capital and (PROSE_END.search(line) or len(line.split()) >= 6))
+
+
+def wide_gap(lines: list[str], blocks: list[tuple[int, int]], b: int) -> bool:
+    """Whether block ``b`` has two or more blank lines beside it, or one at the text's edge:
+    only code holds such blank lines."""
+    start, end = blocks[b]
+    before = start - (blocks[b - 1][1] if b else 0)
+    after = (blocks[b + 1][0] if b + 1 < len(blocks) else len(lines)) - end
+    return before >= 2 or after >= 2 or (b == 0 and before) or (b + 1 == len(blocks) and after)
+
+
+def spanned(kinds: list[str]) -> list[str]:
+    """The kinds with each run of blank lines between two code blocks made code (one fence
+    holds them), and a single blank line between two quotes made quote (one quote)."""
+    out = list(kinds)
+    for start, end, kind in runs(kinds):
+        if kind != "blank":
+            continue
+        before = kinds[start - 1] if start else "code"
+        after = kinds[end] if end < len(kinds) else "code"
+        if before == after == "code" and (start or end < len(kinds)):
+            out[start:end] = ["code"] * (end - start)
+        elif before == after == "quote" and end - start == 1:
+            out[start] = "quote"
+    return out
 
 
 def runs(keys: list) -> list[tuple[int, int, object]]:
@@ -147,9 +178,10 @@ def fence(lines: list[str]) -> str:
     return "\n".join([marks + language, *lines, marks])
 
 
-def render(kind: str, lines: list[str]) -> str:
+def render(kind: str, lines: list[str], other: bool = False) -> str:
     """One block of lines of one kind (see :func:`markdown_of`) as Markdown, fenced if it
-    would not read back as its lines."""
+    would not read back as its lines; ``other``: a list's other marker (``*``, ``1)``), for
+    a list right after one of its kind, which ``-`` would join."""
     if kind == "code":
         return fence(lines)
     if kind == "table":
@@ -157,30 +189,34 @@ def render(kind: str, lines: list[str]) -> str:
         rows.insert(1, ["---"] * len(rows[0]))
         block = "\n".join("| " + " | ".join(row) + " |" for row in rows)
     elif kind == "bullet":
-        block = "\n".join("- " + render_inline(line, "para") for line in lines)
+        block = "\n".join(("* " if other else "- ") + render_inline(line, "para") for line in lines)
     elif kind == "ordered":
-        block = "\n".join(f"{n}. " + render_inline(line, "para") for n, line in enumerate(lines, 1))
+        mark = ")" if other else "."
+        block = "\n".join(
+            f"{n}{mark} " + render_inline(line, "para") for n, line in enumerate(lines, 1)
+        )
     elif kind == "quote":
-        block = "\n>\n".join("> " + render_inline(line, "para") for line in lines)
-    elif kind in HEADINGS:
+        block = "\n".join("> " + render_inline(line, "para") if line else ">" for line in lines)
+    elif kind in HEADINGS and len(lines) == 1:
         level = int(kind[1])
         block = "#" * level + " " + render_inline(lines[0], "heading", level)
-    else:
-        block = render_inline(lines[0], "para")
+    else:  # a paragraph; its lines joined by line breaks
+        block = "\n".join(render_inline(line, "para") for line in lines)
     return block if markdown_to_plain(block) == "\n".join(lines) else fence(lines)
 
 
 HEADINGS = tuple(f"h{level}" for level in range(1, 7))
-GROUPED = ("code", "bullet", "ordered", "quote", "table")  # kinds whose neighbours share a block
 
 
 def markdown_of(lines: list[str], kinds: list[str]) -> str:
-    """The lines as Markdown, each of its kind: para, h1..h6, bullet, ordered, quote, code or
-    table; neighbours of a grouped kind share one block (a table's rows of one width), blocks
-    are separated by a blank line, and ``markdown_to_plain`` of the result is the lines.
+    """The lines as Markdown, each of its kind: para, h1..h6, bullet, ordered, quote, code,
+    table, or blank (a separator); a run of lines of one kind is one block (a paragraph's
+    lines joined by line breaks, a list's items, a code block's lines and the blank lines
+    :func:`spanned` gave it), blocks are separated by a blank line, and ``markdown_to_plain``
+    of the result is the lines.
 
-    >>> kinds = ["h3", "ordered", "ordered", "code"]
-    >>> print(markdown_of(["Tools", "hammers", "saws", "x = 1"], kinds))
+    >>> kinds = ["h3", "blank", "ordered", "ordered", "blank", "code"]
+    >>> print(markdown_of(["Tools", "", "hammers", "saws", "", "x = 1"], kinds))
     ### Tools
     <BLANKLINE>
     1. hammers
@@ -191,15 +227,12 @@ def markdown_of(lines: list[str], kinds: list[str]) -> str:
     ```
     """
     blocks: list[str] = []
-    i = 0
-    while i < len(lines):
-        j = i + 1
-        while j < len(lines) and kinds[j] == kinds[i] in GROUPED:
-            if kinds[i] == "table" and lines[j].count("\t") != lines[i].count("\t"):
-                break  # a table of another width
-            j += 1
-        blocks.append(render(kinds[i], lines[i:j]))
-        i = j
+    previous, other = None, False
+    for start, end, kind in runs(kinds):
+        if kind != "blank":
+            other = kind == previous and not other  # lists of one kind in a row alternate
+            blocks.append(render(kind, lines[start:end], other))
+            previous = kind
     markdown = "\n\n".join(blocks)
     plain = "\n".join(lines)
     return markdown if markdown_to_plain(markdown) == plain else repair(markdown, plain)
@@ -209,11 +242,13 @@ def levelled(kinds: list[str]) -> list[str]:
     """The rules' kinds as :func:`markdown_of` reads them: a heading ``h1`` as the text's first
     line, one level deeper right after another heading, else ``h2``; an item a bullet."""
     out: list[str] = []
+    previous = None  # the last block's kind
     for i, kind in enumerate(kinds):
         if kind == "heading":
-            after = out[-1] if i and out[-1] in HEADINGS else None
+            after = previous if previous in HEADINGS else None
             kind = "h1" if i == 0 else f"h{min(6, int(after[1]) + 1)}" if after else "h2"
         out.append("bullet" if kind == "item" else kind)
+        previous = out[-1] if kind != "blank" else previous
     return out
 
 

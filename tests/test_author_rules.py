@@ -20,7 +20,8 @@ STEP_1 = "Install the toolchain with the installer of your system, which takes a
 STEP_2 = "Build the project once, which takes a few minutes on a laptop and less on a desktop."
 NUMBERED = [
     (
-        f"A project of {n} parts.\nSetup\nYou need these steps, in order:\n{STEP_1}\n{STEP_2}",
+        f"A project of {n} parts.\n\nSetup\n\nYou need these steps, in order:\n\n"
+        f"{STEP_1}\n{STEP_2}",
         f"A project of {n} parts.\n\n### Setup\n\nYou need these steps, in order:\n\n"
         f"1. {STEP_1}\n2. {STEP_2}",
     )
@@ -28,7 +29,7 @@ NUMBERED = [
 ]
 TAG = "Tag the commit that passed every test on the main branch, after the last review of it."
 PUSH = "Push the tag, and the pipeline uploads the artifacts to the registry and the website."
-NEW = f"The release, step by step.\nDeploy\nThe release goes out in two steps:\n{TAG}\n{PUSH}"
+NEW = f"The release, step by step.\n\nDeploy\n\nThe release goes out in two steps:\n\n{TAG}\n{PUSH}"
 
 
 def test_module_doctests() -> None:
@@ -41,10 +42,10 @@ def test_line_kinds_give_each_plain_line_its_block() -> None:
         "```rust\nfn f() {}\n\nlet x;\n```\n\n| h | i |\n|---|---|\n| 1 | 2 |\n\n<div>\nraw\n</div>"
     )
     found = line_kinds(markdown)
-    assert "\n".join(line for line, _ in found) == markdown_to_plain(markdown)
+    assert [line for line, _ in found] == [x for x in markdown_to_plain(markdown).split("\n") if x]
     assert found == [
         ("Title", "h1"), ("Prose.", "para"), ("Sub", "h3"), ("a", "bullet"), ("b", "bullet"),
-        ("c", "ordered"), ("Quoted.", "quote"), ("fn f() {}", "code"), ("", "code"),
+        ("c", "ordered"), ("Quoted.", "quote"), ("fn f() {}", "code"),
         ("let x;", "code"), ("h\ti", "table"), ("1\t2", "table"), ("<div>", "html"),
         ("raw", "html"), ("</div>", "html"),
     ]  # fmt: skip
@@ -52,12 +53,22 @@ def test_line_kinds_give_each_plain_line_its_block() -> None:
 
 def test_the_authors_habits_win_over_the_general_rules() -> None:
     general = rules_markdown(NEW)
-    assert "\n## Deploy" in general and "1. " not in general  # the rules: ## and no list
+    assert "\n## Deploy" in general and "1. " not in general  # the rules: ## and bullets
     author = AuthorRules.fit(NUMBERED)
     assert author(NEW) == (
         "The release, step by step.\n\n### Deploy\n\nThe release goes out in two steps:\n\n"
         f"1. {TAG}\n2. {PUSH}"
     )
+
+
+def test_an_author_of_verse_keeps_runs_of_lines_as_lines() -> None:
+    """The rules make a run of lines a list; an author whose runs are verses (a paragraph's
+    line breaks) gets verses, and their ## headings."""
+    verse = "Roses are red,\nviolets are blue."
+    poems = [(f"Poem {n}\n\n{verse}", f"## Poem {n}\n\n{verse}") for n in range(4)]
+    text = "Song\n\nThe sun is up,\nthe sky is wide."
+    assert rules_markdown(text) == "# Song\n\n- The sun is up,\n- the sky is wide."
+    assert AuthorRules.fit(poems)(text) == "## Song\n\nThe sun is up,\nthe sky is wide."
 
 
 def test_a_context_seen_too_rarely_keeps_the_general_rules() -> None:
@@ -68,8 +79,8 @@ def test_a_context_seen_too_rarely_keeps_the_general_rules() -> None:
 
 def test_code_stays_where_the_general_rules_put_it() -> None:
     """An author whose lines after a colon are always prose does not unfence code."""
-    prose = [("Run this:\nThen it works.", "Run this:\n\nThen it works.")] * 5
-    plain = "Run this:\nfn main() {\n}\nThen it works."
+    prose = [("Run this:\n\nThen it works.", "Run this:\n\nThen it works.")] * 5
+    plain = "Run this:\n\nfn main() {\n}\n\nThen it works."
     assert AuthorRules.fit(prose)(plain) == rules_markdown(plain)
     assert "```rust\nfn main() {\n}\n```" in rules_markdown(plain)
 

@@ -122,3 +122,24 @@ def test_calibrate_counts_the_valid_line_starts(tmp_path: Path, tiny) -> None:
 
 def _assistant(content: str) -> dict:
     return {"role": "assistant", "content": content}
+
+
+def test_the_answer_ends_soon_after_the_input_is_used_up(tiny) -> None:
+    """Once every input word is written, a few bytes may close a fence or a table row; then
+    the end of the turn is forced, however much the model wants to go on with markup."""
+    import torch
+
+    _, tokenizer = tiny
+    stops = stop_token_ids(tokenizer)
+    chooser = FaithfulProcessor(tokenizer, [PLAIN], stops, 0)
+    for token_id in tokenizer(PLAIN, add_special_tokens=False)["input_ids"]:
+        chooser.take(0, token_id)
+    assert chooser.matchers[0].done
+    dash = tokenizer("-", add_special_tokens=False)["input_ids"][0]
+    scores = torch.zeros(len(chooser.table))
+    scores[dash], scores[stops] = 10.0, -10.0  # markup first, the end last
+    chosen = []
+    while (token_id := chooser.choose(0, scores)) not in stops and len(chosen) < 100:
+        chosen.append(token_id)
+        chooser.take(0, token_id)
+    assert chosen == [dash] * faithful_module.END_RUN

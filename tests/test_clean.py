@@ -100,11 +100,16 @@ def alnum(text: str) -> str:
 
 
 def assert_lines_correspond(markdown: str, plain: str) -> list[tuple[str, bool, str]]:
-    """Plain lines correspond one to one, in order, to the Markdown's text lines (same letters
-    and digits once container markers are stripped); returns (md line, is code, plain line).
+    """Non-blank plain lines correspond one to one, in order, to the Markdown's non-blank text
+    lines (same letters and digits once container markers are stripped); returns (md line, is
+    code, plain line).
     For Markdown made with the default options (no link URLs or images)."""
-    lines = text_lines(markdown)
-    plain_lines = plain.split("\n") if plain else []
+    lines = [
+        (line, code)
+        for line, code in text_lines(markdown)
+        if CONTAINER_PREFIX.sub("", line, count=1).strip()
+    ]
+    plain_lines = [line for line in plain.split("\n") if line.strip()]  # blank lines apart
     assert len(lines) == len(plain_lines), (lines, plain_lines)
     for (line, code), text in zip(lines, plain_lines, strict=True):
         source = line if code else CONTAINER_PREFIX.sub("", line, count=1)
@@ -148,20 +153,32 @@ A second section starts after a divider…"""
 
 MEDIUM_PAGE_PLAIN = """\
 Writing Markdown by Hand
+
 Why plain text is still the best draft format
+
 Body text with strong, emphasis, inline_code() and a link.
+
 Readers who follow these steps can share a draft with a friend and subscribe to nothing.
+
 A large heading
+
 A small heading
+
 item one
 item two
+
 first
 second
+
 A quotation.
+
 A pull quote.
+
 def f(x):
     return x * 2
+
 A figure caption, which is article text.
+
 A second section starts after a divider…"""
 
 BLOG_MD = """\
@@ -201,23 +218,34 @@ A caption."""
 
 BLOG_PLAIN = """\
 Notes on Static Sites
+
 Prose with bold, italics, code, a link.
+
 If this helped, share it with someone who will follow the argument, and mind the *literal* \
 stars in 2 * 3.
+
 Section
+
 Subsection
+
 item
 nested item
 another nested item
 next item
+
 third
 fourth
+
 Quoted paragraph one.
+
 Quoted paragraph two.
+
 const x = 1;
 console.log(x);
+
 Name\tValue
 a\t1
+
 A caption."""
 
 MEDIUM_EXPORT_MD = """\
@@ -262,26 +290,40 @@ Thanks to Some One for reading a draft."""
 
 MEDIUM_EXPORT_PLAIN = """\
 Small Tools, Long Lives
+
 Why the programs I still use are the small ones
+
 I have used the same editor for twenty years. Its config lives in ~/.exrc, and its manual \
 fits on a page.
+
 If you follow along, share what breaks: 2 * 3 bugs a week is normal.
+
 What lasts
+
 Plain files
+
 A terminal, thirty years on. Image credit: Public domain
+
 for f in *.txt; do
     wc -w "$f"
 done
 <A,B> AND <C,D> => <A*C,B*D>
+
 The settings are:
+
 port=1960
 backlog=512
+
 Small tools outlive their authors.
+
 Keep the data plain.
 Keep the tools small.
+
 A talk about small tools
+
 1. Not a list, just a numbered thought
 # and not a heading either.
+
 Thanks to Some One for reading a draft."""
 
 LOCAL_MD = """\
@@ -311,15 +353,22 @@ Literal asterisks: 2 * 3 * 4, and a snake_case_name.
 
 LOCAL_PLAIN = """\
 Plain Text, Forever
+
 Plain text outlives every editor. I keep notes in ~/notes, one file a day, and link them by hand.
+
 Why
+
 It diffs.
 It greps.
 even on a phone
 It lasts.
+
 Files are forever; apps are not.
+
 grep -r "idea" ~/notes
+
 Literal asterisks: 2 * 3 * 4, and a snake_case_name.
+
 Tool\tUse
 grep\tsearch | filter"""
 
@@ -558,7 +607,8 @@ def test_nested_list_indentation() -> None:
     assert md(html) == (
         "- a\n  - b\n    1. c\n- d\n\n9. nine\n   - x\n10. ten\n\n    second paragraph"
     )
-    assert markdown_to_plain(md(html)) == "a\nb\nc\nd\nnine\nx\nten\nsecond paragraph"
+    # a tight list is one block; the items of a loose list (a blank line in one) stand apart
+    assert markdown_to_plain(md(html)) == "a\nb\nc\nd\n\nnine\n\nx\n\nten\n\nsecond paragraph"
 
 
 def test_ordered_list_start_and_separate_lists() -> None:
@@ -572,7 +622,7 @@ def test_ordered_list_start_and_separate_lists() -> None:
 def test_blocks_inside_lists_and_quotes() -> None:
     html = "<ul><li>intro<pre>a\n\n  b</pre></li><li><blockquote>q</blockquote></li></ul>"
     assert md(html) == "- intro\n\n  ```\n  a\n\n    b\n  ```\n- > q"
-    assert markdown_to_plain(md(html)) == "intro\na\n\n  b\nq"
+    assert markdown_to_plain(md(html)) == "intro\n\na\n\n  b\n\nq"
     quoted = md("<blockquote><p>one</p><ul><li>two</li></ul><pre>x\n\ny</pre></blockquote>")
     assert quoted == "> one\n>\n> - two\n>\n> ```\n> x\n>\n> y\n> ```"
 
@@ -623,8 +673,8 @@ def test_markdown_to_plain_on_hand_written_markdown() -> None:
         "soft\nbreak  \nhard\n\n    indented code\n\n\n    more\n\n***\n\n<div>\nraw\n</div>"
     )
     assert markdown_to_plain(markdown) == (
-        "Title\nA b c d  f <span>g</span> & *h*\nsoft\nbreak\nhard\n"
-        "indented code\n\n\nmore\n<div>\nraw\n</div>"
+        "Title\n\nA b c d  f <span>g</span> & *h*\nsoft\nbreak\nhard\n\n"
+        "indented code\n\n\nmore\n\n<div>\nraw\n</div>"
     )
 
 
@@ -714,7 +764,7 @@ def test_clean_page_without_canonical_uses_url(tmp_path: Path) -> None:
     record = clean(path, url="https://example.com/hi", min_words=1)
     assert record["url"] == "https://example.com/hi"
     assert record["title"] == "Hi"
-    assert record["plain"] == "Hi\ncaf\ufffd \ufffd text"
+    assert record["plain"] == "Hi\n\ncaf\ufffd \ufffd text"
     assert record["id"] == hashlib.sha256(b"https://example.com/hi").hexdigest()[:16]
 
 
@@ -883,18 +933,17 @@ def test_fuzz_plain_keeps_all_body_text(html: str) -> None:
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(html=html_fragments(), keep=st.booleans())
-def test_fuzz_never_raises_and_plain_has_no_blank_lines(html: str, keep: bool) -> None:
+def test_fuzz_never_raises_and_blank_lines_only_part_blocks(html: str, keep: bool) -> None:
     metadata = extract_metadata(html)
     assert set(metadata) == {"title", "author", "published", "canonical_url"}
     markdown = html_to_markdown(html, keep_link_urls=keep, keep_images=keep)
     plain = markdown_to_plain(markdown)
     assert markdown == markdown.strip("\n")
     assert all(line == line.rstrip() for line in markdown.split("\n"))
-    pairs = assert_lines_correspond(markdown, plain) if not keep else None
-    for line_no, line in enumerate(plain.split("\n") if plain else []):
-        if not line.strip():  # a blank plain line can only come from inside a code block
-            assert pairs is None or pairs[line_no][1], (markdown, plain)
-            assert "```" in markdown
+    if not keep:
+        assert_lines_correspond(markdown, plain)
+    if "\n\n\n" in plain or plain[:1] == "\n" or plain[-1:] == "\n":
+        assert "```" in markdown, (markdown, plain)  # only code holds more than a separator
 
 
 @settings(max_examples=100, deadline=None)

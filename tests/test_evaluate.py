@@ -249,7 +249,7 @@ def test_the_authors_rules_are_counted_from_the_train_split_and_follow_it(tmp_pa
 
     jsonl = tmp_path / "jsonl"
     jsonl.mkdir()
-    pairs = [("Intro here.\nSetup\nLong text.", "Intro here.\n\n### Setup\n\nLong text.")] * 3
+    pairs = [("Intro here.\n\nSetup\n\nLong text.", "Intro here.\n\n### Setup\n\nLong text.")] * 3
     lines = [{"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": p},
                            {"role": "assistant", "content": m}]} for p, m in pairs]  # fmt: skip
     (jsonl / "train.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
@@ -258,7 +258,7 @@ def test_the_authors_rules_are_counted_from_the_train_split_and_follow_it(tmp_pa
     assert [m["name"] for m in models][:4] == ["identity", "ceiling", "rules", "author_rules"]
     author = computing_function("author_rules", tmp_path)
     assert author == AuthorRules.fit(pairs)
-    assert author("Intro there.\nDeploy\nLong words.") == (
+    assert author("Intro there.\n\nDeploy\n\nLong words.") == (
         "Intro there.\n\n### Deploy\n\nLong words."
     )
     before = computed_model("author_rules", tmp_path)

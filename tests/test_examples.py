@@ -141,7 +141,7 @@ def test_at_most_max_chunks_per_article_spread_through_it():
 
 def test_chunk_plains_concatenate_to_the_article_plain():
     chunks = chunk_markdown(DOC, max_tokens=16)
-    assert "\n".join(markdown_to_plain(c) for c in chunks) == markdown_to_plain(DOC)
+    assert "\n\n".join(markdown_to_plain(c) for c in chunks) == markdown_to_plain(DOC)
 
 
 def test_splits_are_deterministic_stable_and_near_the_fractions():

@@ -137,9 +137,9 @@ def test_identity_output_keeps_the_text():
         "Just words.\nMore words."
     )
     assert check(PLAIN) == (
-        "Title\nIntro with emphasis and code.\none\ntwo\nthree\nName\tValue\na\t1\nb\t2\n"
-        "def f(x):\n\n```\n\n    return x\n```\n\n"
-        "A quote.\nfirst\nnested a\nnested b\nsecond\nLast paragraph."
+        "Title\n\nIntro with emphasis and code.\n\none\ntwo\nthree\n\nName\tValue\na\t1\nb\t2\n\n"
+        "def f(x):\n\n```\n    return x\n```\n\n"
+        "A quote.\n\nfirst\nnested a\nnested b\nsecond\n\nLast paragraph."
     )
     for name in real():
         plain = markdown_to_plain(real()[name])
@@ -157,8 +157,8 @@ def test_repeated_paragraph():
 def test_truncated_output_keeps_the_first_half_and_restores_the_rest_plainly():
     half = DOC[: DOC.index("```python")].rstrip()
     assert check(half) == (
-        half + "\n\ndef f(x):\n\n```\n\n    return x\n```\n\n"
-        "A quote.\n\nfirst\n\nnested a\n\nnested b\n\nsecond\n\nLast paragraph."
+        half + "\n\ndef f(x):\n\n```\n    return x\n```\n\n"
+        "A quote.\n\nfirst\nnested a\nnested b\nsecond\n\nLast paragraph."
     )
 
 
@@ -189,14 +189,14 @@ def test_unclosed_fence_is_closed_where_the_markdown_resumes():
 
 
 def test_kept_block_that_would_swallow_what_follows_is_rewritten():
-    plain = "Intro text.\ncode\nMore."
+    plain = "Intro text.\n\ncode\n\nMore."
     expected = "[Intro](http://x) text.\n\n```\ncode\n```\n\nMore."  # the link is kept
     assert check("[Intro](http://x) text.\n\n```\ncode", plain) == expected
-    plain = "Intro text.\n<!-- c\nMore."
+    plain = "Intro text.\n\n<!-- c\n\nMore."
     expected = "[Intro](http://x) text.\n\n\\<!-- c\n\nMore."
     assert check("[Intro](http://x) text.\n\n<!-- c\n\nmore", plain) == expected
-    plain = "Intro text.\n\nMore."  # an empty code line: the open fence reads right alone
-    expected = "[Intro](http://x) text.\n\n```\n\n```\n\nMore."
+    plain = "Intro text.\n\n```\n\nMore."  # a fence the model opened but the text has
+    expected = "[Intro](http://x) text.\n\n\\`\\`\\`\n\nMore."
     assert check("[Intro](http://x) text.\n\n```", plain) == expected
 
 
@@ -206,12 +206,12 @@ def test_dropped_list_item_is_restored_in_the_list():
 
 def test_changed_words_in_a_heading_keep_the_heading():
     assert check(DOC.replace("# Title", "# Titles")) == DOC
-    assert check("## Intro to it\n\nBody.", "Intro to this\nBody.") == "## Intro to this\n\nBody."
+    assert check("## Intro to it\n\nBody.", "Intro to this\n\nBody.") == "## Intro to this\n\nBody."
 
 
 def test_changed_nested_item_keeps_its_nesting():
     result = check(DOC.replace("nested b", "nested bee"))
-    assert "1. first\n   - nested a\n   - nested b\n\n2. second" in result
+    assert "1. first\n   - nested a\n   - nested b\n2. second" in result
 
 
 def test_table_with_a_duplicated_row_or_a_changed_cell():
@@ -226,9 +226,13 @@ def test_markup_row_repeated_50_times():
 
 
 def test_empty_output_renders_every_line_escaped():
-    plain = "Title\n# not a heading\n1. not a list\n    code line\n\nmore code"
+    plain = "Title\n\n# not a heading\n\n1. not a list\n\n    code line\n\nmore code"
     assert check("", plain) == (
-        "Title\n\n\\# not a heading\n\n1\\. not a list\n\n```\n    code line\n\n```\n\nmore code"
+        "Title\n\n\\# not a heading\n\n1\\. not a list\n\n```\n    code line\n```\n\nmore code"
+    )
+    # the lines of one block stay one paragraph, each line escaped where it would be markup
+    assert check("", "A line\n# not a heading\n- not an item") == (
+        "A line\n\\# not a heading\n\\- not an item"
     )
 
 
@@ -241,9 +245,9 @@ def test_pure_garbage_output():
         result
         == check("")
         == (
-            "Title\n\nIntro with emphasis and code.\n\none\n\ntwo\n\nthree\n\nName\tValue\n\n"
-            "a\t1\n\nb\t2\n\ndef f(x):\n\n```\n\n    return x\n```\n\nA quote.\n\nfirst\n\n"
-            "nested a\n\nnested b\n\nsecond\n\nLast paragraph."
+            "Title\n\nIntro with emphasis and code.\n\none\ntwo\nthree\n\nName\tValue\n"
+            "a\t1\nb\t2\n\ndef f(x):\n\n```\n    return x\n```\n\nA quote.\n\nfirst\n"
+            "nested a\nnested b\nsecond\n\nLast paragraph."
         )
     )
 
@@ -283,7 +287,7 @@ def test_escaped_lines(line, expected):
 def test_blank_lines_and_empty_plain():
     assert check("anything", "") == ""
     assert check("", "\n") == "```\n\n\n```"
-    assert check("x", "a\n\n\nb") == "a\n\n```\n\n\n```\n\nb"
+    assert check("x", "a\n\n\nb") == "```\na\n\n\nb\n```"  # only code holds two blank lines
 
 
 def test_nul_cannot_be_represented():
@@ -350,10 +354,13 @@ CHUNK = st.characters(exclude_characters="\x00", exclude_categories=["Cs"]) | st
     [*MARKUP, "\r", "\x0b", "\x1c", "\x85", "\xa0", "\u2028", "&amp;", "```", "    ", "- ", "1. "]
 )
 TEXT = st.lists(CHUNK, max_size=40).map("".join)  # any text without NUL, markup-heavy
+# plain text as it reaches a model: markdown_to_plain's, or chunk_plain's, whose line breaks
+# are all "\n" (a carriage return inside a line comes from Markdown: the test after next)
+PLAIN_TEXT = TEXT.map(lambda text: text.replace("\r", ""))
 
 
 @settings(max_examples=300, deadline=None)
-@given(TEXT, TEXT)
+@given(PLAIN_TEXT, TEXT)
 def test_property_any_plain_text_any_output(plain, output):
     check(output, plain)
     check(plain, plain)
@@ -369,7 +376,7 @@ def test_property_plain_of_random_markdown(markdown, output):
 
 
 @settings(max_examples=50, deadline=None)
-@given(TEXT, TEXT)
+@given(PLAIN_TEXT, TEXT)
 def test_property_nul_is_exactly_what_raises(plain, output):
     with pytest.raises(ValueError, match="NUL"):
         repair(output, plain + "\0")
@@ -380,5 +387,5 @@ def test_property_nul_is_exactly_what_raises(plain, output):
 @given(TEXT)
 def test_property_units_cover_the_plain_text(markdown):
     units = faithful.parse_units(re.sub(r"\r\n?", "\n", markdown).split("\n"))
-    lines = [line for unit in units for line in unit.lines]
-    assert "\n".join(lines) == markdown_to_plain(markdown)
+    lines = [line for unit in units for line in unit.lines if line]
+    assert lines == [line for line in markdown_to_plain(markdown).split("\n") if line]

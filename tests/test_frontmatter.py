@@ -96,13 +96,19 @@ title = "{{ page.title }}"
 [^2\\]: Two."""
 ZOLA_PLAIN = """\
 Scheduling the trains
+
 We talked about why Rust is reaching 1.0, the train model and Nightly builds.[^1]
+
 The alpha release
+
 See the notes and https://example.com/bare.
+
 +++
 title = "{{ page.title }}"
 +++
+
 [^1]: https://example.com/footnote
+
 [^2]: Two."""
 ZOLA_LINKS = (
     "We talked about [why Rust is reaching 1.0](https://blog.rust-lang.org/2014/10/30/"
@@ -148,7 +154,7 @@ def test_hugo_post_date_wins_over_path(tmp_path: Path) -> None:
         "2024-02-01T09:30:00Z",
     )
     assert record["markdown"] == "# Plain Text, Forever\n\nA link here."
-    assert record["plain"] == "Plain Text, Forever\nA link here."
+    assert record["plain"] == "Plain Text, Forever\n\nA link here."
 
 
 def test_yaml_authors_list(tmp_path: Path) -> None:

@@ -216,7 +216,7 @@ def test_documents_without_structure_score_one_overall():
 def test_text_cer_ignores_formatting_and_counts_dropped_text():
     reference = "# Title\n\nFirst sentence. Second sentence.\n"
     plain = markdown_to_plain(reference)
-    assert plain == "Title\nFirst sentence. Second sentence."
+    assert plain == "Title\n\nFirst sentence. Second sentence."
     assert text_cer("Title\n\n*First* sentence. Second sentence.", plain) == 0.0
     dropped = "# Title\n\nFirst sentence.\n"
     assert text_cer(dropped, plain) == len(" Second sentence.") / len(plain)
@@ -309,8 +309,8 @@ def test_bootstrap_of_nothing_raises(values):
 
 def test_summarize_scores_shape():
     scores = [
-        score_example("# A\n\ntext", "# A\n\ntext", "A\ntext"),
-        score_example("A\n\ntext", "# A\n\ntext", "A\ntext"),
+        score_example("# A\n\ntext", "# A\n\ntext", "A\n\ntext"),
+        score_example("A\n\ntext", "# A\n\ntext", "A\n\ntext"),
     ]
     summary = summarize_scores(scores)
     assert list(summary) == list(SUMMARY_KEYS)

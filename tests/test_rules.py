@@ -15,67 +15,84 @@ from conftest import SAMPLE
 LONG = "A line over eighty characters is never a list item, so it ends the list that came before."
 FIXTURES = {
     "title and heading": (
-        "On Tools\n"
-        "A longer first paragraph follows the title here.\n"
-        "Some prose, and then a section.\n"
-        "Why small?\n"
+        "On Tools\n\nA longer first paragraph follows the title here.\n\n"
+        "Some prose, and then a section.\n\nWhy small?\n\n"
         "Because small tools are easy to understand and to replace.",
-        "# On Tools\n\n"
-        "A longer first paragraph follows the title here.\n\n"
-        "Some prose, and then a section.\n\n"
-        "## Why small?\n\n"
+        "# On Tools\n\nA longer first paragraph follows the title here.\n\n"
+        "Some prose, and then a section.\n\n## Why small?\n\n"
         "Because small tools are easy to understand and to replace.",
     ),
     "heading right after a heading": (
-        "Intro sentence.\nWhat's new\nFaster builds\nBuilds take half the time they took.",
+        "Intro sentence.\n\nWhat's new\n\nFaster builds\n\nBuilds take half the time they took.",
         "Intro sentence.\n\n## What's new\n\n### Faster builds\n\n"
         "Builds take half the time they took.",
     ),
     "list after a colon": (
-        "You need three things:\nhammer\nsaws, two of them.\n1. ruler\n" + LONG,
-        "You need three things:\n\n- hammer\n- saws, two of them.\n- 1\\. ruler\n\n" + LONG,
+        "You need three things:\n\nhammer\nsaws, two of them.\n1. ruler\n\n"
+        "A line over eighty characters is never a list item, so it ends the list that came before.",
+        "You need three things:\n\n- hammer\n- saws, two of them.\n- 1\\. ruler\n\n"
+        "A line over eighty characters is never a list item, so it ends the list that came before.",
     ),
     "terse lines are a list": (
-        "Intro sentence.\nFast builds\nSmall binaries\nNo runtime",
+        "Intro sentence.\n\nFast builds\nSmall binaries\nNo runtime",
         "Intro sentence.\n\n- Fast builds\n- Small binaries\n- No runtime",
     ),
     "code with a blank line": (
-        'Run this:\nfn main() {\n    let x = 1;\n\n    println!("{x}");\n}\nIt prints 1.',
-        'Run this:\n\n```rust\nfn main() {\n    let x = 1;\n\n    println!("{x}");\n}\n```\n\n'
-        "It prints 1.",
+        'Run this:\n\nfn main() {\n    let x = 1;\n\n    println!("{x}");\n}\n\nIt prints 1.',
+        'Run this:\n\n```rust\nfn main() {\n    let x = 1;\n\n    println!("{x}");\n}\n'
+        "```\n\nIt prints 1.",
     ),
     "shell prompt and its output, no language": (
-        "Install it with:\n$ cargo install ripgrep\nwarning: 1 crate yanked\nThen search.",
+        "Install it with:\n\n$ cargo install ripgrep\nwarning: 1 crate yanked\n\nThen search.",
         "Install it with:\n\n```\n$ cargo install ripgrep\nwarning: 1 crate yanked\n```\n\n"
         "Then search.",
     ),
-    "a blank line is code, and so are its neighbours": (
-        "The poem:\nRoses are red.\n\nViolets are blue.\nThe end, said the poet, is near.",
-        "The poem:\n\n```\nRoses are red.\n\nViolets are blue.\n```\n\n"
+    "two blank lines are code, and so are their neighbours": (
+        "The poem:\n\nRoses are red.\n\n\nViolets are blue.\n\nThe end, said the poet, is near.",
+        "The poem:\n\n```\nRoses are red.\n\n\nViolets are blue.\n```\n\n"
         "The end, said the poet, is near.",
     ),
     "backticks in code": (
-        'Fence it:\nprint("```");',
+        'Fence it:\n\nprint("```");',
         'Fence it:\n\n````\nprint("```");\n````',
     ),
     "table": (
-        "The numbers.\nName\tAge\nAda\t36\nAlan\t\nThat is all.",
+        "The numbers.\n\nName\tAge\nAda\t36\nAlan\t\n\nThat is all.",
         "The numbers.\n\n| Name | Age |\n| --- | --- |\n| Ada | 36 |\n| Alan |  |\n\nThat is all.",
     ),
     "tables of two widths": (
-        "Sizes.\na\tb\n1\t2\nx\ty\tz\n7\t8\t9",
-        "Sizes.\n\n| a | b |\n| --- | --- |\n| 1 | 2 |\n\n| x | y | z |\n| --- | --- | --- |\n"
-        "| 7 | 8 | 9 |",
+        "Sizes.\n\na\tb\n1\t2\n\nx\ty\tz\n7\t8\t9",
+        "Sizes.\n\n| a | b |\n| --- | --- |\n| 1 | 2 |\n\n| x | y | z |\n"
+        "| --- | --- | --- |\n| 7 | 8 | 9 |",
     ),
     "prose left alone, escaped as clean.py escapes": (
-        "It costs 2 * 3 = 6 of *them*, see a_b and <b>.\n"
-        "1. Not a list, just text that starts with a number.\n"
+        "It costs 2 * 3 = 6 of *them*, see a_b and <b>.\n\n"
+        "1. Not a list, just text that starts with a number.\n\n"
         "- Not an item either, only a dash that starts this sentence.",
         "It costs 2 * 3 = 6 of \\*them\\*, see a_b and \\<b>.\n\n"
         "1\\. Not a list, just text that starts with a number.\n\n"
         "\\- Not an item either, only a dash that starts this sentence.",
     ),
-    "empty": ("", ""),
+    "lists in a row keep apart: their markers alternate": (
+        "Steps:\n\nfirst step\nsecond step\n\nthird list\nfourth item\n\nfifth\nsixth",
+        "Steps:\n\n- first step\n- second step\n\n* third list\n* fourth item\n\n- fifth\n- sixth",
+    ),
+    "a comment among commands makes the block code": (
+        'Setup:\n\n# once per computer\ngit config --global user.name "Sam"',
+        'Setup:\n\n```\n# once per computer\ngit config --global user.name "Sam"\n```',
+    ),
+    "empty": (
+        "",
+        "",
+    ),
+    "a run of prose lines is a list too": (
+        "Reasons:\n\nIt is fast, and it stays fast.\nIt is small.",
+        "Reasons:\n\n- It is fast, and it stays fast.\n- It is small.",
+    ),
+    "a long line before a short one is no heading": (
+        "A short line\n\nShort.",
+        "A short line\n\nShort.",
+    ),
 }
 
 

@@ -19,7 +19,7 @@ from backends.local.scaffold import scaffolded
 from backends.local.train import load_split
 from tasks.rules import rules_markdown
 
-PLAIN = "Tools\nUse small tools, all of them:\nhammers\nsaws\nThat is all there is to it."
+PLAIN = "Tools\n\nUse small tools, all of them:\n\nhammers\nsaws\n\nThat is all there is to it."
 MARKDOWN = "## Tools\n\nUse small tools, all of them:\n\n- hammers\n- saws\n\nThat is all."
 
 

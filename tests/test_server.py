@@ -42,7 +42,7 @@ PAIRS = [
     ("Small steps win", "## Small steps win"),
     ("Keep it simple.", "Keep it *simple*."),
 ]
-PLAIN = "Hello world\nThis is plain text."
+PLAIN = "Hello world\n\nThis is plain text."
 TERMINAL = ("succeeded", "failed", "cancelled")
 MAX_BODY = 100_000  # bytes: small, so the 413 tests send little
 
@@ -424,7 +424,7 @@ def test_faithful_extension_keeps_the_input_words(live):
         model=model, messages=messages(), extra_body={"faithful": True}
     ).choices[0]
     assert words(faithful.message.content) == words(PLAIN)  # ... unless it is constrained
-    assert faithful.finish_reason == "stop"  # it ends once the input is used up
+    assert faithful.finish_reason == "stop", faithful.message.content  # input used up: the end
     chunks = client.chat.completions.create(
         model=model, messages=messages(), extra_body={"faithful": True}, stream=True
     )

@@ -3,14 +3,14 @@
 Almost every target token of a (plain text -> Markdown) example copies the input, which the
 model learns in minutes; what it must learn from the author are the rare places where the
 Markdown departs from the plain text (a ``## `` before a line, a ``- `` before an item, a
-fence around code, a blank line between blocks) and, just as much, the places where it
+fence around code) and, just as much, the places where it
 could have but did not: the start of every line. Training weighs the loss of the tokens that
 touch one of those characters (``finetune.decision_weight``), so a chunk's few decisions are
 not drowned by its hundreds of copies.
 
->>> plain = "Tools\\nUse small tools:\\nhammers"
+>>> plain = "Tools\\n\\nUse small tools:\\n\\nhammers"
 >>> markdown = "## Tools\\n\\nUse small tools:\\n\\n- hammers"
->>> sorted(decision_chars(plain, markdown))  # '## ', blank lines, '- ', every line's start
+>>> sorted(decision_chars(plain, markdown))  # '## ', '- ', every line's start
 [0, 1, 2, 9, 10, 27, 28, 29]
 >>> token_weights([(0, 2), (2, 8), (8, 10), (10, 26), (26, 28), (28, 30), (30, 37)],
 ...               decision_chars(plain, markdown), 3.0)  # "hammers" is a copy

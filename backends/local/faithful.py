@@ -6,7 +6,7 @@ so ``a\\tb`` in a plain table row may become ``| a | b |``) or is a markup byte
 (``#*_>`-+|:.\\`` and digits, or a code fence's language name). Otherwise the next most likely
 of the top ``TOP_K`` is tried, and if none fits, the input's own next token. The end of the
 turn is allowed only once the input is used up, and is forced when the answer runs on
-with markup after that.
+with more than a closing fence's worth of markup (``END_RUN``) after that.
 
 At the start of a line, where an answer begins a block with markup or not, the choice is
 made between two sides: the best fitting token that is markup only (``#``, ``##``, ``-``, a
@@ -40,6 +40,7 @@ LINE_START_RUN = 16  # markup/space bytes since the last text after which a line
 # weighed as one (a fence with its language and blank lines takes ~10): an unsure model
 # cannot open empty block after empty block
 RUN_LIMIT = 48  # markup/whitespace bytes allowed in a row without input text (a table rule)
+END_RUN = 8  # and once the input is used up: enough to close a fence, a span or a table row
 MARKUP = frozenset(b"#*_>`-+|:.\\0123456789")  # what canonical Markdown adds to the text
 SPACE = frozenset(b" \t\n")
 BLOCK_START = frozenset(b"#*-+>`|0123456789")  # bytes a block's markup may start a line with
@@ -226,7 +227,7 @@ class FaithfulProcessor:
         matcher = self.matchers[row]
         if self.ended[row]:
             return candidates[0]
-        if matcher.done and matcher.run() >= RUN_LIMIT:
+        if matcher.done and matcher.run() >= END_RUN:
             return self.stops[0]
         for token_id in candidates:
             if token_id in self.stops:

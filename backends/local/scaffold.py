@@ -19,7 +19,8 @@ The same function prepares a conversation for training, for the calibration on t
 split and for generation (the evaluation, ``pgpt format``, ``pgpt serve``), so the model
 always reads what it was trained on; a model records its scaffold next to its adapter.
 
->>> chat = [{"role": "user", "content": "Tools\\nUse small tools, all of them:\\nhammers\\nsaws"}]
+>>> text = "Tools\\n\\nUse small tools, all of them:\\n\\nhammers\\nsaws"
+>>> chat = [{"role": "user", "content": text}]
 >>> print(scaffolded(chat, "rules")[-1]["content"])
 # Tools
 <BLANKLINE>
