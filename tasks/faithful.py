@@ -110,7 +110,7 @@ def repair(output: str, plain: str) -> str:
     plan = best_plan(source, lines)
     ladder = (plan.pieces, lambda: plan.pieces(keep=False), lambda: plain_pieces(lines))
     for rung in ladder:  # built lazily: a rung only when the one above failed
-        result = "\n\n".join(rung())
+        result = join(rung())
         if markdown_to_plain(result) == plain:
             return result
     if markdown_to_plain(fence(lines)) == plain:
@@ -335,6 +335,41 @@ class Plan:
 
 
 # --- writing the input's lines ------------------------------------------------------------------
+
+
+def join(pieces: list[str]) -> str:
+    """Pieces separated by a blank line; a list right after a list of its kind takes the other
+    marker (``*`` for ``-``, ``)`` for ``.``), which ``-`` would join into one loose list.
+
+    >>> print(join(["- a\\n- b", "- c", "1. d"]))
+    - a
+    - b
+    <BLANKLINE>
+    * c
+    <BLANKLINE>
+    1. d
+    """
+    out: list[str] = []
+    for piece in pieces:
+        if out and (kind := top_marker(piece)) and kind == top_marker(out[-1]):
+            piece = re.sub(r"(?m)^(\d{1,9})?([-*.)])(?=[ \t]|$)", other_marker, piece)
+        out.append(piece)
+    return "\n\n".join(out)
+
+
+def top_marker(piece: str) -> str | None:
+    """The marker kind of a piece that is a list (its bullet, or an ordered item's
+    delimiter), from its first line."""
+    found = re.match(r"(?:\d{1,9})?([-+*.)])(?=[ \t]|$)", piece)
+    return found[1] if found and (found[0][:1].isdigit() or found[1] in "-+*") else None
+
+
+def other_marker(found: re.Match) -> str:
+    """The other marker of a top-level item: ``-`` and ``*``, ``.`` and ``)`` swapped."""
+    number, mark = found[1] or "", found[2]
+    if number:
+        return number + {".": ")", ")": "."}.get(mark, mark)
+    return {"-": "*", "*": "-"}.get(mark, mark)
 
 
 def blocks_of(lines: list[str], coded: list[bool]) -> list[tuple[int, int]]:

@@ -48,7 +48,7 @@ from __future__ import annotations
 import re
 
 from tasks.clean import markdown_to_plain, plain_blocks, render_inline
-from tasks.faithful import repair
+from tasks.faithful import join, repair
 
 SHORT = 80  # characters: a list item or a heading is at most this long
 HEADING_WORDS = 10  # and a heading at most this many words
@@ -178,10 +178,9 @@ def fence(lines: list[str]) -> str:
     return "\n".join([marks + language, *lines, marks])
 
 
-def render(kind: str, lines: list[str], other: bool = False) -> str:
+def render(kind: str, lines: list[str]) -> str:
     """One block of lines of one kind (see :func:`markdown_of`) as Markdown, fenced if it
-    would not read back as its lines; ``other``: a list's other marker (``*``, ``1)``), for
-    a list right after one of its kind, which ``-`` would join."""
+    would not read back as its lines."""
     if kind == "code":
         return fence(lines)
     if kind == "table":
@@ -189,12 +188,9 @@ def render(kind: str, lines: list[str], other: bool = False) -> str:
         rows.insert(1, ["---"] * len(rows[0]))
         block = "\n".join("| " + " | ".join(row) + " |" for row in rows)
     elif kind == "bullet":
-        block = "\n".join(("* " if other else "- ") + render_inline(line, "para") for line in lines)
+        block = "\n".join("- " + render_inline(line, "para") for line in lines)
     elif kind == "ordered":
-        mark = ")" if other else "."
-        block = "\n".join(
-            f"{n}{mark} " + render_inline(line, "para") for n, line in enumerate(lines, 1)
-        )
+        block = "\n".join(f"{n}. " + render_inline(line, "para") for n, line in enumerate(lines, 1))
     elif kind == "quote":
         block = "\n".join("> " + render_inline(line, "para") if line else ">" for line in lines)
     elif kind in HEADINGS and len(lines) == 1:
@@ -226,14 +222,8 @@ def markdown_of(lines: list[str], kinds: list[str]) -> str:
     x = 1
     ```
     """
-    blocks: list[str] = []
-    previous, other = None, False
-    for start, end, kind in runs(kinds):
-        if kind != "blank":
-            other = kind == previous and not other  # lists of one kind in a row alternate
-            blocks.append(render(kind, lines[start:end], other))
-            previous = kind
-    markdown = "\n\n".join(blocks)
+    blocks = [render(kind, lines[start:end]) for start, end, kind in runs(kinds) if kind != "blank"]
+    markdown = join(blocks)  # lists of one kind in a row alternate markers
     plain = "\n".join(lines)
     return markdown if markdown_to_plain(markdown) == plain else repair(markdown, plain)
 

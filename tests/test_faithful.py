@@ -290,6 +290,15 @@ def test_blank_lines_and_empty_plain():
     assert check("x", "a\n\n\nb") == "```\na\n\n\nb\n```"  # only code holds two blank lines
 
 
+def test_lists_in_a_row_stay_apart():
+    """Two blocks of items: written with one marker they would be one loose list (each item a
+    block of its own), so the second takes the other marker."""
+    assert check("- a\n- b\n\n- c\n- d", "a\nb\n\nc\nd") == "- a\n- b\n\n* c\n* d"
+    assert check("1. a\n2. b\n\n3. c\n4. d", "a\nb\n\nc\nd") == "1. a\n2. b\n\n3) c\n4) d"
+    assert check("- a\n  - n\n\n- c", "a\nn\n\nc") == "- a\n  - n\n\n* c"
+    assert check("- a\n\n- b", "a\n\nb") == "- a\n\n- b"  # a loose list reads right as it is
+
+
 def test_nul_cannot_be_represented():
     with pytest.raises(ValueError, match="NUL"):
         repair("a", "a\0b")
