@@ -12,8 +12,9 @@ text everywhere else, with the guarantee ``markdown_to_plain(repair(output, plai
    block, table row; a line the model dropped takes its neighbours' shared style);
 3. the input is written block by block (its runs of lines; code with blank lines in it is
    one block): the output's own text where consecutive units hold exactly the block's lines,
-   else the block's lines in one style (its first line's; code if any line is code; a
-   heading of several lines is a paragraph), with the model's emphasis, strong and code spans
+   else each line in its own style, else all in the first line's (code if any line is code;
+   in a block of several lines a heading is a paragraph), with the model's emphasis, strong
+   and code spans
    where their text is unchanged; output lines with no counterpart are dropped;
 4. every block is parsed back, then the whole result; a block that does not read right falls
    back to plainer writings (escaped paragraph, fenced code, a one-cell table with entities),
@@ -324,7 +325,8 @@ class Plan:
 
     def block_styles(self, start: int, end: int) -> list[Style]:
         """The styles of a block's lines: all one code style if any line is code (or a blank
-        line is in the block), else their own, a heading's a paragraph's in a longer block."""
+        line is in the block), else their own, with a heading written as a paragraph in a
+        block of several lines."""
         styles = self.styles[start:end]
         codes = [style for style in styles if style.kind == "code"]
         if codes or "" in self.lines[start:end]:
