@@ -14,8 +14,7 @@ text everywhere else, with the guarantee ``markdown_to_plain(repair(output, plai
    one block): the output's own text where consecutive units hold exactly the block's lines,
    else each line in its own style, else all in the first line's (code if any line is code;
    in a block of several lines a heading is a paragraph), with the model's emphasis, strong
-   and code spans
-   where their text is unchanged; output lines with no counterpart are dropped;
+   and code spans where their text is unchanged; output lines with no counterpart are dropped;
 4. every block is parsed back, then the whole result; a block that does not read right falls
    back to plainer writings (escaped paragraph, fenced code, a one-cell table with entities),
    and a result that does not falls back to no kept markup, then to plain blocks only.
