@@ -12,8 +12,12 @@ text, the most specific view seen at least :data:`MIN_COUNT` times gives each ki
 probability, and a beam search over the lines (the previous kind is part of the context; the
 lines of a block share its first line's kind) picks the likeliest kinds.
 
-Code and tables stay where the general rules put them (their lines are rendered verbatim), so
-the author's rules, like the general ones, never change a word:
+Tables stay where the general rules put them (only they read a row's tabs); code does not: an
+author who lists API names gets a list where the rules fence them, and a line the author wrote
+at least :data:`MIN_COUNT` times (a footer, a recurring section's heading) keeps the kind the
+author gave it. A paragraph whose lines the author ends in hard line breaks is a ``verse``.
+Every kind renders the line's own text, so the author's rules, like the general ones, never
+change a word:
 ``markdown_to_plain(AuthorRules.fit(pairs)(plain)) == plain``. The table is a few thousand
 counts in a JSON file that goes with the fine-tuned model (``finetune.scaffold: author``).
 
@@ -47,14 +51,14 @@ MIN_COUNT = 3  # lines a context needs before its kinds are trusted; else a coar
 BEAM = 4  # kind sequences kept while reading the lines (4 and 16 chose alike on the valid split)
 SMOOTHING = 0.1  # added to each seen kind's count: a rare kind keeps some probability
 UNSEEN = 1e-3  # probability of a block's line going on in a kind its context never showed
-VERBATIM = ("code", "table")  # kinds only the general rules assign (rendered line by line)
+TABLE = "table"  # the one kind only the general rules assign: it needs a row's tabs
 AUTHOR_RULES_JSON = "author_rules.json"
 
 
 def line_kinds(markdown: str) -> list[tuple[str, str]]:
     """Each non-blank line of ``markdown_to_plain(markdown)`` with the kind of block the author
-    put it in: para, h1..h6, bullet, ordered, quote, code, table or html (a list item inside a
-    quote is an item).
+    put it in: para, verse (a paragraph with hard line breaks), h1..h6, bullet, ordered, quote,
+    code, table or html (a list item inside a quote is an item).
 
     >>> line_kinds("## Tools\\n\\n> Wise words.\\n\\n1. hammers\\n\\n| a | b |\\n|---|---|\\n| 1 |")
     [('Tools', 'h2'), ('Wise words.', 'quote'), ('hammers', 'ordered'), ('a\\tb', 'table'), \
@@ -80,9 +84,10 @@ def line_kinds(markdown: str) -> list[tuple[str, str]]:
         elif token.type == "inline" and "tr_open" in types:
             cells.append(inline_plain(token).replace("\n", " "))
         elif token.type == "inline":
-            found += [
-                (line, block_kind(open_blocks)) for line in content_lines(inline_plain(token))
-            ]
+            kind = block_kind(open_blocks)
+            broken = any(child.type == "hardbreak" for child in token.children or [])
+            kind = "verse" if kind == "para" and broken else kind
+            found += [(line, kind) for line in content_lines(inline_plain(token))]
     return [(line, kind) for line, kind in found if line]
 
 
@@ -142,7 +147,8 @@ def views(
 ) -> list[str]:
     """Non-blank line ``i``'s context, coarsest view first: the rules' kind ``rules[i]`` and
     its ``place`` in its block, the line's length and ending, the ``previous`` line's kind and
-    ending, the last ``heading``'s kind."""
+    ending, the last ``heading``'s kind; most specific, the line itself (a line the author
+    writes again and again, like a footer)."""
     line = lines[i]
     before = ending(lines[i - 1]) if i else "none"
     own = f"rules={rules[i]} place={place[i]}"
@@ -154,6 +160,7 @@ def views(
         f"{own} {context}",
         f"{own} {context} {shape}",
         f"{own} {context} {shape} heading={heading} first={i == 0}",
+        f"line={line}",
     ]
 
 
@@ -181,7 +188,8 @@ class AuthorRules:
                 for view in views(lines, rules, place, i, previous, heading):
                     counts.setdefault(view, Counter())[kind] += 1
                 heading = kind if kind in HEADINGS else heading
-        return cls({view: dict(kinds) for view, kinds in counts.items()})
+        kept = {view: kinds for view, kinds in counts.items() if kinds.total() >= MIN_COUNT}
+        return cls({view: dict(kinds) for view, kinds in kept.items()})  # only views ever used
 
     def probabilities(self, found: list[str], fallback: str) -> dict[str, float]:
         """The kinds' probabilities from the most specific view seen often enough."""
@@ -204,9 +212,10 @@ class AuthorRules:
                 previous = kinds[-1] if kinds else "start"
                 found = views(lines, rules, place, i, previous, heading)
                 options = self.probabilities(found, rule)
-                options = {k: p for k, p in options.items() if k not in VERBATIM} or {"para": 1}
-                if rule in VERBATIM:
-                    options = {rule: 1.0}
+                if rule == TABLE:  # a table is where the tabs say, and nowhere else
+                    options = {TABLE: 1.0}
+                options = {k: p for k, p in options.items() if k != TABLE or rule == TABLE}
+                options = options or {rule: 1.0}
                 if place[i] in ("mid", "last"):  # a block is of one kind: its first line's
                     options = {previous: options.get(previous, UNSEEN)}
                 for kind, p in options.items():

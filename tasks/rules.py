@@ -10,11 +10,11 @@ nothing of any one corpus. Block by block (a run of non-blank lines), first matc
 - **table**: two or more lines with the same number of tabs, one between words, become a pipe
   table, the first row its header;
 - **code**: a block at least half of whose lines look like code (indented, a shell prompt, a
-  comment, a keyword first, ending in a brace or semicolon, mostly symbols), or with two blank
-  lines beside it (only code holds them), and then any block next to code with no line that
-  reads as a sentence, are fenced, verbatim, code blocks with only blank lines between them
-  in one fence; a language is named only when a line is unmistakable (``fn main() {``,
-  ``def f():``, ``[section]``);
+  comment, a keyword first, ending in a brace, a semicolon after code, mostly symbols), or a
+  quarter and no sentence, or with two blank lines beside it (only code holds them), and
+  then any block next to code with no line that reads as a sentence, are fenced, verbatim,
+  code blocks with only blank lines between them in one fence; a language is named only when
+  a line is unmistakable (``fn main() {``, ``def f():``, ``[section]``);
 - **list**: any other block of two or more lines becomes ``-`` items;
 - **heading**: a short line without final punctuation (or a short question) before a longer
   line, or last; ``#`` as the text's first line (the title), one level deeper right after
@@ -58,7 +58,8 @@ CODE_LINE = re.compile(
     r"|//|/\*|\*/|#\[|#!|#include\b"  # comments, attributes, shebang
     r"|(?:fn|let|def|import|from|use|pub|impl|struct|enum|class|const|return|if|for|while)"
     r" [^.]*(?<![.,!?])$"  # a keyword first (lower case) and no sentence end
-    r'|.*(?:[{};\[(]|[)\]}"][;,])$'  # ends with a brace, semicolon or opening bracket
+    r'|.*(?:[{}\[(]|[)\]}"][;,])$'  # ends with a brace or an opening bracket
+    r"|(?:\S*|.*[=(){}<>:\[\]].*);$"  # a semicolon after one token or code punctuation
     r"|.*\s$"  # trailing whitespace
     r"|\S*[=(]\S*$"  # one token with = or (: x=1, f(x)
 )
@@ -123,10 +124,10 @@ def classify(lines: list[str]) -> list[str]:
 
 
 def coded(rows: list[str]) -> bool:
-    """Whether a block is code: half its lines look like code, or one does and none reads as
-    a sentence."""
+    """Whether a block is code: half its lines look like code, or a quarter do and none reads
+    as a sentence (one odd line in a run of words is not code)."""
     code = sum(map(looks_like_code, rows))
-    return 2 * code >= len(rows) or (code > 0 and not any(map(sentence, rows)))
+    return 2 * code >= len(rows) or (4 * code >= len(rows) and not any(map(sentence, rows)))
 
 
 def sentence(line: str) -> bool:
@@ -196,6 +197,8 @@ def render(kind: str, lines: list[str]) -> str:
     elif kind in HEADINGS and len(lines) == 1:
         level = int(kind[1])
         block = "#" * level + " " + render_inline(lines[0], "heading", level)
+    elif kind == "verse":  # a paragraph whose lines end in hard line breaks (a poem, an address)
+        block = "\\\n".join(render_inline(line, "para") for line in lines)
     else:  # a paragraph; its lines joined by line breaks
         block = "\n".join(render_inline(line, "para") for line in lines)
     return block if markdown_to_plain(block) == "\n".join(lines) else fence(lines)
@@ -205,11 +208,11 @@ HEADINGS = tuple(f"h{level}" for level in range(1, 7))
 
 
 def markdown_of(lines: list[str], kinds: list[str]) -> str:
-    """The lines as Markdown, each of its kind: para, h1..h6, bullet, ordered, quote, code,
-    table, or blank (a separator); a run of lines of one kind is one block (a paragraph's
-    lines joined by line breaks, a list's items, a code block's lines and the blank lines
-    :func:`spanned` gave it), blocks are separated by a blank line, and ``markdown_to_plain``
-    of the result is the lines.
+    """The lines as Markdown, each of its kind: para, verse (lines ending in hard breaks),
+    h1..h6, bullet, ordered, quote, code, table, or blank (a separator); a run of lines of
+    one kind is one block (a paragraph's lines joined by line breaks, a list's items, a code
+    block's lines and the blank lines :func:`spanned` gave it), blocks are separated by a
+    blank line, and ``markdown_to_plain`` of the result is the lines.
 
     >>> kinds = ["h3", "blank", "ordered", "ordered", "blank", "code"]
     >>> print(markdown_of(["Tools", "", "hammers", "saws", "", "x = 1"], kinds))

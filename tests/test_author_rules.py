@@ -11,7 +11,7 @@ import doctest
 from test_rules import no_repair, sample_chunks  # noqa: F401 (no_repair: a fixture)
 
 import tasks.author_rules
-from tasks.author_rules import AuthorRules, line_kinds
+from tasks.author_rules import MIN_COUNT, AuthorRules, line_kinds
 from tasks.clean import markdown_to_plain
 from tasks.rules import rules_markdown
 
@@ -71,6 +71,37 @@ def test_an_author_of_verse_keeps_runs_of_lines_as_lines() -> None:
     assert AuthorRules.fit(poems)(text) == "## Song\n\nThe sun is up,\nthe sky is wide."
 
 
+def test_an_author_of_hard_line_breaks_keeps_them() -> None:
+    """A paragraph whose lines end in hard breaks (``\\``) is a verse; an author who writes
+    them gets them where the rules would write a list."""
+    assert line_kinds("One\\\ntwo\n\nThree\nfour") == [
+        ("One", "verse"), ("two", "verse"), ("Three", "para"), ("four", "para")
+    ]  # fmt: skip
+    poems = [(f"Poem {n}:\n\nroses are red\nviolets are blue", f"Poem {n}:\n\n"
+              "roses are red\\\nviolets are blue") for n in range(4)]  # fmt: skip
+    text = "Song:\n\nthe sun is up\nthe sky is wide"
+    assert rules_markdown(text) == "Song:\n\n- the sun is up\n- the sky is wide"
+    markdown = AuthorRules.fit(poems)(text)
+    assert markdown == "Song:\n\nthe sun is up\\\nthe sky is wide"
+    assert markdown_to_plain(markdown) == text
+
+
+def test_lines_the_author_wrote_often_keep_the_authors_kind() -> None:
+    """A footer the author quotes in every article is a quote, where the same context
+    elsewhere is a paragraph."""
+    prose = "\n\n".join(f"Paragraph {n}, a sentence." for n in range(3))
+    footer = "Thanks for reading: see you next week."
+    pairs = [(f"{prose}\n\n{footer}", f"{prose}\n\n> {footer}")] * 3
+    author = AuthorRules.fit(pairs)
+    assert author(f"A new paragraph, a sentence.\n\n{footer}") == (
+        f"A new paragraph, a sentence.\n\n> {footer}"
+    )
+    assert author("A new paragraph, a sentence.\n\nAnother line, a sentence.") == (
+        "A new paragraph, a sentence.\n\nAnother line, a sentence."
+    )
+    assert all(sum(kinds.values()) >= MIN_COUNT for kinds in author.counts.values())
+
+
 def test_a_context_seen_too_rarely_keeps_the_general_rules() -> None:
     once = AuthorRules.fit(NUMBERED[:1])  # each context seen once: below MIN_COUNT
     assert once(NEW) == rules_markdown(NEW)
@@ -83,6 +114,19 @@ def test_code_stays_where_the_general_rules_put_it() -> None:
     plain = "Run this:\n\nfn main() {\n}\n\nThen it works."
     assert AuthorRules.fit(prose)(plain) == rules_markdown(plain)
     assert "```rust\nfn main() {\n}\n```" in rules_markdown(plain)
+
+
+def test_an_author_who_lists_what_looks_like_code_gets_a_list() -> None:
+    """The rules fence a run of calls; an author who lists API names gets items."""
+    pairs = [
+        (f"New in {n}:\n\nVec::new()\nVec::with_capacity(n)",
+         f"New in {n}:\n\n- Vec::new()\n- Vec::with_capacity(n)") for n in range(4)
+    ]  # fmt: skip
+    plain = "Stabilized:\n\nString::new()\nString::with_capacity(n)"
+    assert rules_markdown(plain) == f"Stabilized:\n\n```\n{plain.split(chr(10) * 2)[1]}\n```"
+    assert AuthorRules.fit(pairs)(plain) == (
+        "Stabilized:\n\n- String::new()\n- String::with_capacity(n)"
+    )
 
 
 def test_an_edited_chunk_teaches_nothing() -> None:

@@ -89,6 +89,20 @@ FIXTURES = {
         "Reasons:\n\nIt is fast, and it stays fast.\nIt is small.",
         "Reasons:\n\n- It is fast, and it stays fast.\n- It is small.",
     ),
+    "one code-like line in a long run of words is no code": (
+        "Lines:\n\nits attack were\nand get of transformation year\nfor the No on other\n"
+        "teamsters helps we you watching\nnot deals his basic one",
+        "Lines:\n\n- its attack were\n- and get of transformation year\n- for the No on other\n"
+        "- teamsters helps we you watching\n- not deals his basic one",
+    ),
+    "prose that ends in a semicolon is no code": (
+        "Who came:\n\nusers, novice to expert;\nmaintainers, big and small;\nstaff.",
+        "Who came:\n\n- users, novice to expert;\n- maintainers, big and small;\n- staff.",
+    ),
+    "a semicolon after code punctuation is code": (
+        "Then:\n\nlet x = 5;\nx.push(y);",
+        "Then:\n\n```rust\nlet x = 5;\nx.push(y);\n```",
+    ),
     "a long line before a short one is no heading": (
         "A short line\n\nShort.",
         "A short line\n\nShort.",
