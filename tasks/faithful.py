@@ -47,6 +47,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from difflib import SequenceMatcher
+from functools import cached_property
 from textwrap import dedent
 
 from markdown_it.common.utils import MD_TRIM_CHARS
@@ -75,12 +76,11 @@ ENDS = [("paragraph_open", 0, ""), ("inline", 1, "sentinel"), ("paragraph_close"
 
 @dataclass(frozen=True)
 class Style:
-    """How an output line was written: container prefix, block kind, detail, block group."""
+    """How an output line was written: container prefix, block kind, detail."""
 
     prefix: str = ""  # the containers' markers before the text: "> ", "- ", "   1. " or ""
     kind: str = "para"  # para, heading, code or table
     detail: str = ""  # heading marks or fence info
-    group: int = -1  # lines of one code block or table render together (-2: loose code)
 
 
 @dataclass
@@ -131,20 +131,20 @@ def parse_units(source: list[str]) -> list[Unit]:
             prefix = PREFIX.match(source[start]).group()  # type: ignore[union-attr]
             if len(prefix) - len(prefix.lstrip()) > 3:  # would be indented code on its own
                 prefix = prefix.lstrip()
-            units.append(Unit(start, end, *leaf(tokens, i, prefix, len(units))))
+            units.append(Unit(start, end, *leaf(tokens, i, prefix)))
     return units
 
 
-def leaf(tokens: list[Token], i: int, prefix: str, index: int) -> tuple:
+def leaf(tokens: list[Token], i: int, prefix: str) -> tuple:
     """Plain lines, style and spans of the leaf block opened by tokens[i]."""
     token = tokens[i]
     if token.type in ("fence", "code_block"):
         lines = token.content.removesuffix("\n").split("\n")
-        return lines, Style(prefix, "code", token.info, index)
+        return lines, Style(prefix, "code", token.info)
     if token.type == "html_block":
         return content_lines(token.content), Style(prefix)
     if token.type == "table_open":
-        return table_lines(tokens, i), Style(prefix, "table", "", index)
+        return table_lines(tokens, i), Style(prefix, "table")
     inline = tokens[i + 1]
     heading = "#" * int(token.tag[1:]) if token.type == "heading_open" else ""
     style = Style(prefix, "heading" if heading else "para", heading)
@@ -260,7 +260,7 @@ def fill(lines: list[str], styles: list[Style | None]) -> list[Style]:
             style = nxt if shared else Style()
         if not lines[i][:1].strip() and style.kind in ("para", "heading"):
             codes = [s for s in (before, nxt) if s and s.kind == "code"]
-            style = codes[0] if codes else Style(kind="code", group=-2)
+            style = codes[0] if codes else Style(kind="code")
         done.append(style)
     return done
 
@@ -303,9 +303,14 @@ class Plan:
             pieces.append(text or written(self.lines[start:end], styles, self.spans[start:end]))
         return pieces
 
+    @cached_property
+    def starts(self) -> dict[int, int]:
+        """Each kept unit by its first input line."""
+        return {first: u for u, first in self.kept.items()}
+
     def kept_run(self, start: int, end: int) -> list[int] | None:
         """Consecutive kept units holding exactly input lines [start, end), if any."""
-        starts = {first: u for u, first in self.kept.items()}
+        starts = self.starts
         run, i = [], start
         while i < end and i in starts and (not run or starts[i] == run[-1] + 1):
             run.append(starts[i])
@@ -329,7 +334,7 @@ class Plan:
         styles = self.styles[start:end]
         codes = [style for style in styles if style.kind == "code"]
         if codes or "" in self.lines[start:end]:
-            return [codes[0] if codes else Style(kind="code", group=-2)] * (end - start)
+            return [codes[0] if codes else Style(kind="code")] * (end - start)
         if end - start > 1:
             return [Style(s.prefix) if s.kind == "heading" else s for s in styles]
         return styles

@@ -75,8 +75,7 @@ LANGUAGES = (  # a language is named only when a line says so unmistakably
 def looks_like_code(line: str) -> bool:
     """A line that is code rather than prose."""
     symbols = len(SYMBOLS.findall(line)) > 0.15 * len(line.replace(" ", ""))
-    sentence = line[:1].isupper() and (PROSE_END.search(line) or len(line.split()) >= 6)
-    return bool(CODE_LINE.match(line) or symbols) and not sentence
+    return bool(CODE_LINE.match(line) or symbols) and not sentence(line, opening="[A-Z]")
 
 
 def is_short(line: str) -> bool:
@@ -130,10 +129,16 @@ def coded(rows: list[str]) -> bool:
     return 2 * code >= len(rows) or (4 * code >= len(rows) and not any(map(sentence, rows)))
 
 
-def sentence(line: str) -> bool:
-    """Whether a line reads as prose: a capital first and a sentence's end (or six words)."""
-    capital = re.match(r"[\W_]*[A-Z0-9]", line)
-    return bool(capital and (PROSE_END.search(line) or len(line.split()) >= 6))
+def sentence(line: str, opening: str = r"[\W_]*[A-Z0-9]") -> bool:
+    """Whether a line reads as prose: its ``opening`` (a capital or a digit, after any
+    punctuation) and a sentence's end (or six words). A line that looks like code is prose
+    only if a capital letter is its very first character (``# Note.`` and ``1 + 2;`` stay
+    code).
+
+    >>> sentence("(1) Open it."), sentence("(1) Open it.", opening="[A-Z]")
+    (True, False)
+    """
+    return bool(re.match(opening, line) and (PROSE_END.search(line) or len(line.split()) >= 6))
 
 
 def wide_gap(lines: list[str], blocks: list[tuple[int, int]], b: int) -> bool:
