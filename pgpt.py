@@ -69,12 +69,12 @@ def _fail(message: str) -> None:
 
 def _ready(command: str, check: Callable[[], T]) -> T:
     """``check()``, run before the command's flow starts (no server, no traceback): an input
-    it reports missing is one line naming it and what to run first, exit 1."""
-    from core.errors import MissingInput
+    it reports wrong or missing is one line naming it and what to do, exit 1."""
+    from core.errors import InputError
 
     try:
         return check()
-    except MissingInput as error:
+    except InputError as error:
         _fail(f"{command}: {error}")
         raise  # unreachable: _fail exits
 
@@ -160,7 +160,9 @@ def ingest(
 ) -> None:
     """Scrape and clean SOURCES into parquet/articles.parquet."""
     from flows.ingest import ingest as ingest_flow
+    from tasks.scrape import checked_sources
 
+    _ready("ingest", lambda: checked_sources(sources, local=True))
     with _prefect():
         _print_ingest(ingest_flow(sources, profile, _data_dir()))
 

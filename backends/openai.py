@@ -40,7 +40,7 @@ from typing import Any
 from backends import model_folder
 from backends.base import TERMINAL, Event, Job
 from config.settings import ExportSettings, OpenAISettings, Price
-from tasks.atomic import write_atomic
+from core.io import write_atomic
 
 OPENAI_HOST = "api.openai.com"
 STOP_SIGNALS: tuple[type[BaseException], ...] = (KeyboardInterrupt, SystemExit)
@@ -174,7 +174,7 @@ class OpenAIBackend:
 
     def estimate_cost(self, train: str) -> dict[str, Any]:
         """Billed tokens x epochs x the training price; refuse it over ``max_cost_usd``."""
-        from tasks.export import dataset_stats, read_jsonl
+        from core.chat_data import dataset_stats, read_jsonl
 
         model = self.settings["base_model"]
         tokens = dataset_stats(read_jsonl(train), ExportSettings(), name=train)["billing_tokens"]
@@ -412,7 +412,7 @@ class OpenAIBackend:
         from openai import omit
 
         from backends.local.generate import max_new_tokens_for
-        from tasks.tokens import count_tokens
+        from core.tokens import count_tokens
 
         extra = {"faithful": True} if faithful and self.openai.server_extensions else None
         priced = is_openai(self.openai.base_url)

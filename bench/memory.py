@@ -130,7 +130,7 @@ def run(command: list[str], env: dict[str, str]) -> None:
 
 def format_input(data_dir: Path, tokens: int) -> str:
     """About ``tokens`` cl100k tokens of the sample's plain text: the longest test chunk, cut."""
-    from tasks.tokens import count_tokens
+    from core.tokens import count_tokens
 
     chunks = []
     for split in ("test", "valid", "train"):

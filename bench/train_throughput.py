@@ -8,8 +8,8 @@ Run from the project root (a benchmark, not a test; figures need a quiet machine
 Data: real articles from ``../shared/corpora/*/posts/*.html`` (beside the project), cleaned
 with ``tasks.clean.clean_record`` (non-articles skipped as the ingest flow skips them),
 chunked with ``tasks.examples.article_examples`` (``--chunk-tokens``, default 384) and turned
-into OpenAI chat examples with ``tasks.export.to_chat`` (the export's system message) and
-``tasks.export.write_jsonl``: the JSONL the trainer reads. Files are taken in the order of
+into OpenAI chat examples with ``core.chat_data.to_chat`` (the export's system message) and
+``core.chat_data.write_jsonl``: the JSONL the trainer reads. Files are taken in the order of
 sha256(file name), every chunk of an article, until ``--examples`` examples: deterministic,
 and not biased to one corner of the alphabet.
 
@@ -113,9 +113,9 @@ def corpus_files() -> list[Path]:
 def build_chats(n_examples: int, chunk_tokens: int) -> tuple[list[dict], int]:
     """``n_examples`` chat examples from whole articles of the corpus; (chats, articles used)."""
     from config.settings import CleanSettings, ExportSettings
+    from core.chat_data import to_chat
     from tasks.clean import clean_record
     from tasks.examples import article_examples
-    from tasks.export import to_chat
 
     clean = CleanSettings().model_dump()
     system = ExportSettings().system_message
@@ -556,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from backends.local.model import SMOLLM2, base_model_dir
-    from tasks.export import write_jsonl
+    from core.chat_data import write_jsonl
 
     quiet_libraries()
     torch.set_num_threads(os.cpu_count() or 1)

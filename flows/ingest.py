@@ -25,7 +25,7 @@ from prefect.futures import PrefectFuture
 from config.settings import Settings, load_settings
 from flows.runner import fan_out, in_data_dir
 from tasks.clean import clean_page
-from tasks.scrape import discover_pages, fetch_url
+from tasks.scrape import checked_sources, discover_pages, fetch_url
 from tasks.store import store_articles
 
 SAMPLE_SOURCE = str(Path(__file__).resolve().parents[1] / "data" / "sample" / "posts")
@@ -103,7 +103,7 @@ def ingest(
         data_dir: Where everything goes (none: PGPT_DATA_DIR, else ./data).
     """
     settings = load_settings(profile, data_dir)
-    sources = sources or [SAMPLE_SOURCE]
+    sources = checked_sources(sources or [SAMPLE_SOURCE])
     pages, failures = discover(sources, settings)
     if not pages and failures:
         raise RuntimeError(f"every source failed: {failures}")

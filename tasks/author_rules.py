@@ -43,7 +43,7 @@ from pathlib import Path
 
 from markdown_it.token import Token
 
-from tasks.atomic import write_atomic
+from core.io import write_atomic
 from tasks.clean import MD, content_lines, inline_plain, plain_blocks
 from tasks.rules import HEADINGS, classify, levelled, markdown_of, spanned
 

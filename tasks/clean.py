@@ -86,7 +86,7 @@ from markdownify import MarkdownConverter
 from prefect import task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
-from tasks.tokens import count_tokens
+from core.tokens import count_tokens
 
 MD = MarkdownIt("commonmark").enable("table")
 

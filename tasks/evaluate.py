@@ -56,10 +56,11 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 from rapidfuzz.distance import Levenshtein
 
 from backends import get_backend
+from core.chat_data import read_jsonl
+from core.tokens import count_tokens
 from tasks.clean import MD, escape_line_start, escape_text, inline_plain, markdown_to_plain
-from tasks.export import exported_split, read_jsonl
+from tasks.export import exported_split
 from tasks.faithful import repair
-from tasks.tokens import count_tokens
 
 # ---------------------------------------------------------------------------------------------
 # Metrics

@@ -28,7 +28,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 from backends import get_backend, model_folder
 from backends.local import models_dir
 from core.errors import MissingInput
-from tasks.atomic import write_atomic
+from core.io import write_atomic
 
 CURRENT = "current.json"
 _listeners: list[Callable[[dict], None]] = []  # in-process watchers of training events (the CLI)

@@ -20,7 +20,7 @@ from pathlib import Path
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from tasks.atomic import write_atomic
+from core.io import write_atomic
 from tasks.evaluate import INVISIBLE_KINDS, KINDS, VISIBLE_KINDS
 from tasks.export import summary_markdown
 

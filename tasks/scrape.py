@@ -84,7 +84,8 @@ from prefect.context import FlowRunContext, TaskRunContext
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 
-from tasks.atomic import atomic_path, write_atomic
+from core.errors import BadInput
+from core.io import atomic_path, write_atomic
 
 PAGE_SUFFIXES = (".html", ".htm", ".md", ".markdown")
 FEED_SUFFIXES = (".xml", ".rss", ".atom")
@@ -157,6 +158,26 @@ def is_url(source: str) -> bool:
     """True for an absolute http(s) URL with a host."""
     parts = urlsplit(source.strip())
     return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+
+
+def checked_sources(sources: list[str], *, local: bool = False) -> list[str]:
+    """The sources, if each one can mean something: not empty (an unset ``$DIR`` would read
+    the current folder) and, with ``local``, a path that is not a URL exists. Else BadInput
+    naming the source and what a source is.
+
+    >>> checked_sources(["https://example.com/feed", "  "])
+    Traceback (most recent call last):
+    core.errors.BadInput: source '  ' is empty: a source is an http(s) URL of an article or \
+RSS/Atom feed, a folder or file of .html/.htm/.md/.markdown, a Medium export (.zip or its \
+unpacked folder) or a feed file (.xml/.rss/.atom)
+    """
+    for source in sources:
+        wrong = "is empty" if not source.strip() else None
+        if local and not wrong and not is_url(source) and not _local_path(source).exists():
+            wrong = "is no file or folder"
+        if wrong:
+            raise BadInput(f"source {source!r} {wrong}: a source is {ACCEPTED_SOURCES}")
+    return sources
 
 
 def _sha256(data: bytes) -> str:

@@ -32,8 +32,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import task
 
-from core.errors import MissingInput
-from tasks.atomic import atomic_path
+from core.errors import BadInput, MissingInput
+from core.io import atomic_path
 
 ARTICLES_SCHEMA = pa.schema(
     [
@@ -52,6 +52,8 @@ ARTICLES_SCHEMA = pa.schema(
         pa.field("fetched_at", pa.timestamp("us", tz="UTC")),
     ]
 )
+
+NEEDED_COLUMNS = ("id", "markdown")  # what an export reads of an article
 
 EXAMPLES_SCHEMA = pa.schema(
     [
@@ -125,9 +127,21 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def require_articles(data_dir: str | Path) -> None:
-    """Raise :class:`MissingInput` unless articles are stored (read from the file's footer)."""
+    """Raise :class:`MissingInput` unless articles are stored (read from the file's footer),
+    :class:`BadInput` if the data dir is a file or the articles file is not an articles table."""
+    if Path(data_dir).is_file():
+        raise BadInput(f"--data-dir {data_dir} is a file: give a folder (made if missing)")
     path = parquet_path(data_dir, "articles")
-    if not path.exists() or pq.read_metadata(path).num_rows == 0:
+    rebuild = "move it away and run `pgpt ingest SOURCE` again (fetched pages are kept in raw/)"
+    try:
+        names = pq.read_schema(path).names if path.exists() else list(NEEDED_COLUMNS)
+        rows = pq.read_metadata(path).num_rows if path.exists() else 0
+    except (pa.ArrowException, OSError) as error:
+        raise BadInput(f"{path} is not a Parquet file ({error}): {rebuild}") from error
+    missing = [name for name in NEEDED_COLUMNS if name not in names]
+    if missing:
+        raise BadInput(f"{path} is not an articles table (no {missing[0]!r} column): {rebuild}")
+    if not rows:
         raise MissingInput(f"no articles in {path}: run `pgpt ingest SOURCE` first")
 
 

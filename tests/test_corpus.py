@@ -15,9 +15,9 @@ import pytest
 from bs4 import BeautifulSoup, Tag
 
 from config.settings import CleanSettings
+from core.tokens import count_tokens
 from tasks.clean import BLOCKS, clean_record, extract_body, markdown_to_plain
 from tasks.examples import _PARSER, chunk_markdown, split_blocks
-from tasks.tokens import count_tokens
 
 try:
     from tests.test_clean import CONTAINER_PREFIX, assert_lines_correspond

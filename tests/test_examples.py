@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from core.tokens import count_tokens
 from tasks.clean import markdown_to_plain
 from tasks.examples import (
     article_examples,
@@ -13,7 +14,6 @@ from tasks.examples import (
     split_block,
     split_blocks,
 )
-from tasks.tokens import count_tokens
 
 DOC = """# Title
 

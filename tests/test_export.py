@@ -1,4 +1,5 @@
-"""tasks/export.py: cookbook format checks, token counts, epochs, cost, and the JSONL export."""
+"""core/chat_data.py (cookbook format checks, token counts, epochs, cost) and tasks/export.py
+(the JSONL export)."""
 
 from __future__ import annotations
 
@@ -10,24 +11,23 @@ from pathlib import Path
 
 import pytest
 
-import tasks.export as export_module
+import core.chat_data as chat_data_module
 from config.settings import ExportSettings
-from tasks.export import (
+from core.chat_data import (
     DatasetError,
     dataset_stats,
     default_epochs,
     distribution,
-    export_jsonl,
     format_errors,
     num_assistant_tokens_from_messages,
     num_tokens_from_messages,
     read_jsonl,
-    summary_markdown,
     to_chat,
     validate_examples,
     write_jsonl,
 )
-from tasks.tokens import encoding
+from core.tokens import encoding
+from tasks.export import export_jsonl, summary_markdown
 
 SYSTEM = "You render plain text into markdown format."
 ASSISTANT = {"role": "assistant", "content": "a"}
@@ -461,5 +461,5 @@ def test_summary_markdown(tmp_path: Path) -> None:
 
 
 def test_module_doctests() -> None:
-    result = doctest.testmod(export_module)
+    result = doctest.testmod(chat_data_module)
     assert result.failed == 0 and result.attempted >= 8

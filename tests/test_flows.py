@@ -195,6 +195,31 @@ def test_a_step_before_its_inputs_is_one_line_naming_them(tmp_path, command, sai
     assert f"{tmp_path}{said}" in lines[0], lines
 
 
+@pytest.mark.parametrize("wrong", ["data dir is a file", "junk bytes", "another table"])
+def test_unreadable_articles_are_one_line_naming_them(tmp_path, wrong):
+    """Not ArrowInvalid, KeyError: 'id' or "no articles": which file, and how to rebuild it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data, path = tmp_path / "data", tmp_path / "data" / "parquet" / "articles.parquet"
+    path.parent.mkdir(parents=True)
+    if wrong == "data dir is a file":
+        data = tmp_path / "notes.txt"
+        data.write_text("not a folder")
+        said = f"--data-dir {data} is a file"
+    elif wrong == "junk bytes":
+        path.write_bytes(b"PAR1 not really")
+        said = f"{path} is not a Parquet file"
+    else:
+        pq.write_table(pa.table({"url": ["https://example.com"]}), path)
+        said = f"{path} is not an articles table (no 'id' column)"
+    result = CliRunner().invoke(app, ["--data-dir", str(data), "export"])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"pgpt export: {said}"), lines
+    assert wrong == "data dir is a file" or "`pgpt ingest SOURCE`" in lines[0]
+
+
 def test_a_flow_run_without_its_inputs_fails_with_the_same_words(tmp_path):
     """In a deployment or worker (no CLI), the flow itself refuses with that message."""
     from core.errors import MissingInput
@@ -202,6 +227,28 @@ def test_a_flow_run_without_its_inputs_fails_with_the_same_words(tmp_path):
 
     with pytest.raises(MissingInput, match=r"train\.jsonl not found: run `pgpt export` first"):
         finetune(data_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize("source", ["", "   ", "no-such-folder"])
+def test_a_source_that_means_nothing_is_one_line(tmp_path, monkeypatch, source):
+    """An unset ``$DIR`` (``pgpt ingest ""``) used to ingest the current folder and exit 0."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "post.md").write_text("# A post in the current folder\n\nIts text.\n")
+    result = CliRunner().invoke(app, ["--data-dir", str(tmp_path / "data"), "ingest", source])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"pgpt ingest: source {source!r} "), lines
+    assert "a source is an http(s) URL" in lines[0]
+    assert not (tmp_path / "data").exists()
+
+
+def test_an_empty_source_fails_the_ingest_flow_too(tmp_path, monkeypatch):
+    from core.errors import BadInput
+    from flows.ingest import ingest
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(BadInput, match="source '' is empty"):
+        ingest([""], data_dir=str(tmp_path / "data"))
 
 
 def test_pgpt_without_a_prefect_server_runs_quietly(tmp_path):
@@ -243,6 +290,10 @@ def test_pgpt_format_of_an_unreadable_file_is_one_line(tmp_path) -> None:
         ),
         ("finetune: [1\n", "not YAML"),
         (None, "unknown profile"),
+        ("examples:\n  chunk_tokens: -5\n", "examples.chunk_tokens: Input should be greater"),
+        ("examples:\n  test_fraction: 1.5\n", "examples.test_fraction: Input should be less"),
+        ("finetune:\n  epochs: 0\n", "finetune.epochs: Input should be greater than 0"),
+        ("- examples\n- finetune\n", "holds a YAML list, not a mapping of sections"),
     ],
 )
 def test_a_bad_profile_is_one_line_before_any_flow_starts(tmp_path, text, said) -> None:

@@ -19,9 +19,9 @@ import pytest
 
 from backends.openai import BudgetError, OpenAIBackend, collect_metrics, translate_event
 from config.settings import load_settings
+from core.chat_data import to_chat, write_jsonl
 from tasks.clean import markdown_to_plain
 from tasks.evaluate import models_to_compare
-from tasks.export import to_chat, write_jsonl
 
 from conftest import ROOT, SAMPLE
 
@@ -294,7 +294,7 @@ def test_cancellation_hook_cancels_the_flow_runs_job(server, tiny_model, tmp_pat
 
 def test_a_bad_file_is_refused_before_upload(server, tiny_model, tmp_path, key_env):
     """Invalid data stops at the estimate, naming the line: nothing uploaded, no job."""
-    from tasks.export import DatasetError
+    from core.chat_data import DatasetError
 
     base_url, _ = server
     train = tmp_path / "train.jsonl"

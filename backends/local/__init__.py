@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import Event, Job
-from tasks.atomic import write_atomic
+from core.io import write_atomic
 
 JOB_JSON = "job.json"
 MODEL_JSON = "model.json"

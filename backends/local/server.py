@@ -79,7 +79,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backends.local import JOB_JSON, MODEL_JSON, LocalBackend, base_model_id, models_dir
-from tasks.atomic import atomic_path, write_atomic
+from core.io import atomic_path, write_atomic
 
 if TYPE_CHECKING:
     from config.settings import Settings
@@ -514,10 +514,10 @@ class Store:
 def check_chat_jsonl(path: Path, name: str) -> int:
     """Number of chat examples in a JSONL file; DatasetError names the first bad line.
 
-    OpenAI's checks (``tasks.export.validate_examples``) plus the trainer's own: the last
+    OpenAI's checks (``core.chat_data.validate_examples``) plus the trainer's own: the last
     message of each example is the assistant's.
     """
-    from tasks.export import DatasetError, read_jsonl, validate_examples
+    from core.chat_data import DatasetError, read_jsonl, validate_examples
 
     examples = read_jsonl(path)
     numbers = [
@@ -534,7 +534,7 @@ def check_chat_jsonl(path: Path, name: str) -> int:
 
 def dataset_problem(path: Path, name: str) -> tuple[int | None, str | None]:
     """(examples, None) for a good chat JSONL file, or (None, "line N: reason")."""
-    from tasks.export import DatasetError
+    from core.chat_data import DatasetError
 
     try:
         return check_chat_jsonl(path, name), None
@@ -1240,7 +1240,7 @@ class Worker:
 
     def _file_problem(self, param: str, file_id: str) -> str | None:
         """Why a job's file cannot be trained on, or None."""
-        from tasks.export import MIN_FINE_TUNE_EXAMPLES  # OpenAI's minimum: 10
+        from core.chat_data import MIN_FINE_TUNE_EXAMPLES  # OpenAI's minimum: 10
 
         kind = param.replace("_", " ")
         found = self.store.get("files", file_id)

@@ -70,7 +70,7 @@ from backends.local.data import (
     tokenize_example,
 )
 from backends.local.scaffold import Reader, Scaffold, fit_scaffold, scaffolded
-from tasks.atomic import write_atomic
+from core.io import write_atomic
 
 CHECKPOINT_DIR = "checkpoint"
 ADAPTER_DIR = "adapter"
