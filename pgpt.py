@@ -339,8 +339,8 @@ def format_text(
 
     from backends import get_backend
     from config.settings import load_settings
+    from core.faithful import repair
     from tasks.examples import chunk_plain
-    from tasks.faithful import repair
     from tasks.finetune import model_to_use
 
     settings = load_settings(profile, _data_dir())

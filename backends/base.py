@@ -52,6 +52,6 @@ class Backend(Protocol):
         """The assistant's reply to each conversation, in order.
 
         ``faithful``: keep each reply's words to the conversation's last message where the
-        backend can steer decoding (local); callers still run ``tasks.faithful.repair``.
+        backend can steer decoding (local); callers still run ``core.faithful.repair``.
         """
         ...

@@ -1,6 +1,6 @@
 """The author's rules against the general rules on a data dir's valid (or test) split.
 
-Counts the author's rules (``tasks/author_rules.py``) from the exported train split, formats
+Counts the author's rules (``core/author_rules.py``) from the exported train split, formats
 every chunk of the chosen split with both, and prints the quality table (CER, gap closed,
 visible F1, per kind, with 95 % intervals) beside identity and the ceiling, with the seconds
 the counting and the formatting took. No model, no GPU: seconds on 2 cores, so the rules'
@@ -30,8 +30,8 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from bench.quality import score_answer_rows, summary_lines
+    from core.rules import rules_markdown
     from tasks.evaluate import computing_function, paired_comparisons, read_chat_jsonl
-    from tasks.rules import rules_markdown
 
     jsonl = args.data_dir / "jsonl"
     if not (jsonl / "train.jsonl").is_file():

@@ -32,8 +32,8 @@ def main() -> None:
     from backends.local import LocalBackend
     from backends.local.calibrate import calibrate
     from bench.quality import score_answer_rows, summary_lines
+    from core.faithful import repair
     from tasks.evaluate import conversations
-    from tasks.faithful import repair
 
     backend = LocalBackend(args.data_dir, {"threads": 0})
     model, tokenizer = backend.load(args.model)
@@ -48,7 +48,7 @@ def main() -> None:
     rows = [json.loads(line)["messages"] for line in test.read_text().splitlines() if line]
     rows = rows[: args.chunks] if args.chunks else rows
     examples = [{"plain": m[-2]["content"], "reference": m[-1]["content"]} for m in rows]
-    from tasks.rules import rules_markdown
+    from core.rules import rules_markdown
 
     table = [{"index": i, **e, "identity": e["plain"]} for i, e in enumerate(examples)]
     for row in table:

@@ -164,10 +164,10 @@ class FinetuneSettings(_Section):
     # chose a block's kind; backends/local/decisions.py), against 1 for the copied rest. 1:
     # every target token alike (what every earlier model was trained with)
     scaffold: Literal["none", "rules", "author"] = "author"  # local: what the model reads.
-    # rules: the plain text as tasks/rules.py formats it, so the model learns where the author
+    # rules: the plain text as core/rules.py formats it, so the model learns where the author
     # departs from general rules instead of learning structure from scratch
     # (backends/local/scaffold.py); author: the same rules corrected by a table of the author's
-    # habits counted from the train split in seconds (tasks/author_rules.py; it closes more of
+    # habits counted from the train split in seconds (core/author_rules.py; it closes more of
     # the gap than the rules on both corpora's valid splits: README, "Quality"); none: the
     # plain text itself
     learning_rate: PositiveFloat = 1e-3  # peak LR; LoRA wants ~10x a full fine-tune's rate. On the

@@ -1,7 +1,7 @@
 """A cache key part for Prefect tasks: the source of the helpers a task's result depends on.
 
 ``INPUTS + TASK_SOURCE`` keys a task by its arguments and its own code only; a task whose
-result is made by a helper elsewhere (examples by :func:`tasks.clean.markdown_to_plain`) would
+result is made by a helper elsewhere (examples by :func:`core.markdown.markdown_to_plain`) would
 keep returning results of the helper's old code. Adding ``SourceOf(functions=(helper,))`` to its
 policy makes a change to any of those helpers a new key.
 

@@ -57,10 +57,11 @@ from rapidfuzz.distance import Levenshtein
 
 from backends import get_backend
 from core.chat_data import read_jsonl
+from core.faithful import repair
+from core.inline import escape_line_start, escape_text
+from core.markdown import MD, inline_plain, markdown_to_plain
 from core.tokens import count_tokens
-from tasks.clean import MD, escape_line_start, escape_text, inline_plain, markdown_to_plain
 from tasks.export import exported_split
-from tasks.faithful import repair
 
 # ---------------------------------------------------------------------------------------------
 # Metrics
@@ -556,7 +557,7 @@ def resolve_invisible(state: StateInline) -> None:
 
 
 PENDING, EDITS, LABELS = "pgpt_invisible_pending", "pgpt_invisible_edits", "pgpt_labels"
-RECORDING_MD = MarkdownIt("commonmark").enable("table")  # as tasks.clean.MD, recording
+RECORDING_MD = MarkdownIt("commonmark").enable("table")  # as core.markdown.MD, recording
 RECORDING_MD.inline.ruler.at("backticks", record_backticks)
 RECORDING_MD.inline.ruler.at("emphasis", record_emphasis)
 RECORDING_MD.inline.ruler.at("link", record_link)
@@ -609,7 +610,7 @@ def without_invisible(markdown: str) -> str:
     it would otherwise read as markup. Everything else is kept character for character. It
     works on markdown-it's parse (the delimiters markdown-it pairs, at the positions it read
     them), so escaped characters, unpaired ``*`` and code spans holding ``*`` stay as they
-    are; its plain text (:func:`tasks.clean.markdown_to_plain`) is the reference's.
+    are; its plain text (:func:`core.markdown.markdown_to_plain`) is the reference's.
 
     >>> print(without_invisible(r"A **bold** and *light* word, ***both***, \*not\*."))
     A bold and light word, both, \*not\*.
@@ -754,11 +755,11 @@ def computing_function(model_id: str, data_dir: str | Path | None = None) -> Cal
     """The function that computes a computed model's answer from its input; the author's
     rules are counted from ``data_dir``'s train split first."""
     if model_id == "rules":
-        from tasks.rules import rules_markdown  # the rule-based formatter, imported when used
+        from core.rules import rules_markdown  # the rule-based formatter, imported when used
 
         return rules_markdown
     if model_id == "author_rules":
-        from tasks.author_rules import AuthorRules
+        from core.author_rules import AuthorRules
 
         train = read_chat_jsonl(train_split(data_dir or "."))
         return AuthorRules.fit((e["plain"], e["reference"]) for e in train)
@@ -770,7 +771,7 @@ def computed_model(name: str, data_dir: str | Path | None = None) -> dict:
     cached answers follow a change of the code that computes them, not only of this task),
     and for the author's rules that of the train split they are counted from."""
     trained = name == "author_rules"  # counted from the train split: fitted only when used
-    module_name = "tasks.author_rules" if trained else computing_function(name).__module__
+    module_name = "core.author_rules" if trained else computing_function(name).__module__
     module = importlib.import_module(module_name)
     source = hashlib.sha256(inspect.getsource(module).encode()).hexdigest()
     spec = {"name": name, "backend": "computed", "model_id": name, "source_sha256": source}
@@ -917,8 +918,8 @@ def models_to_compare(
     one-shot, the new model, the champion, OpenAI.
 
     identity (the plain text), ceiling (the reference without its invisible markup), rules
-    (``tasks.rules``) and, when there is a train split, the author's rules counted from it
-    (``tasks.author_rules``) are computed (:data:`COMPUTED`), the others generate.
+    (``core.rules``) and, when there is a train split, the author's rules counted from it
+    (``core.author_rules``) are computed (:data:`COMPUTED`), the others generate.
 
     ``evaluate.openai_models`` (one-shot, through the openai backend) only when
     ``openai_available`` (an API key, or a self-hosted ``finetune.openai.base_url``).

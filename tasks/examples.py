@@ -38,8 +38,8 @@ from prefect import task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from core.caching import SourceOf
+from core.markdown import markdown_to_plain
 from core.tokens import count_tokens
-from tasks.clean import markdown_to_plain
 
 _PARSER = MarkdownIt("commonmark").enable("table")
 

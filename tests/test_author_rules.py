@@ -1,4 +1,4 @@
-"""The author's rules (tasks/author_rules.py): the general rules corrected by the author's habits.
+"""The author's rules (core/author_rules.py): the general rules corrected by the author's habits.
 
 Exact output on hand-made authors, faithful on every sample chunk, and the same after a save
 and a load (the fine-tuned model's adapter carries them).
@@ -10,10 +10,10 @@ import doctest
 
 from test_rules import no_repair, sample_chunks  # noqa: F401 (no_repair: a fixture)
 
-import tasks.author_rules
-from tasks.author_rules import MIN_COUNT, AuthorRules, line_kinds
-from tasks.clean import markdown_to_plain
-from tasks.rules import rules_markdown
+import core.author_rules
+from core.author_rules import MIN_COUNT, AuthorRules, line_kinds
+from core.markdown import markdown_to_plain
+from core.rules import rules_markdown
 
 # An author who numbers the long items after a colon and writes sections as ###.
 STEP_1 = "Install the toolchain with the installer of your system, which takes a minute or two."
@@ -33,7 +33,7 @@ NEW = f"The release, step by step.\n\nDeploy\n\nThe release goes out in two step
 
 
 def test_module_doctests() -> None:
-    assert doctest.testmod(tasks.author_rules).failed == 0
+    assert doctest.testmod(core.author_rules).failed == 0
 
 
 def test_line_kinds_give_each_plain_line_its_block() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tasks.examples
 from core.caching import SourceOf
-from tasks.clean import markdown_to_plain
+from core.markdown import markdown_to_plain
 
 
 def one() -> int:

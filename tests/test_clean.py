@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from config.settings import CleanSettings
+from core.markdown import markdown_to_plain
 from tasks.clean import (
     CONTROL,
     body_to_markdown,
@@ -20,7 +21,6 @@ from tasks.clean import (
     extract_metadata,
     html_to_markdown,
     markdown_to_html,
-    markdown_to_plain,
     parse_html,
 )
 

@@ -18,9 +18,9 @@ from backends.local.generate import generate
 from backends.local.model import load_model
 from config.runtime import results_in
 from config.settings import load_settings
+from core.markdown import markdown_to_plain
 from flows.evaluate import evaluate
 from flows.retrain import retrain
-from tasks.clean import markdown_to_plain
 from tasks.evaluate import (
     computed_model,
     computing_function,
@@ -221,9 +221,9 @@ def stand_in_rules(plain: str) -> str:
 
 
 def test_computed_models_are_compared_and_follow_their_code(monkeypatch, tmp_path):
-    rules = types.ModuleType("tasks.rules")
+    rules = types.ModuleType("core.rules")
     rules.rules_markdown = stand_in_rules
-    monkeypatch.setitem(sys.modules, "tasks.rules", rules)
+    monkeypatch.setitem(sys.modules, "core.rules", rules)
     assert computing_function("rules")("a\nb") == "a\n\nb"
     assert computing_function("ceiling")("Some *soft* `x`.") == "Some soft x."
     assert computing_function("identity")("a *b*") == "a *b*"
@@ -245,7 +245,7 @@ def test_computed_models_are_compared_and_follow_their_code(monkeypatch, tmp_pat
 def test_the_authors_rules_are_counted_from_the_train_split_and_follow_it(tmp_path) -> None:
     """With a train split, the author's rules are compared too; their cached answers follow
     the split they were counted from."""
-    from tasks.author_rules import AuthorRules
+    from core.author_rules import AuthorRules
 
     jsonl = tmp_path / "jsonl"
     jsonl.mkdir()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+from core.markdown import markdown_to_plain
 from core.tokens import count_tokens
-from tasks.clean import markdown_to_plain
 from tasks.examples import (
     article_examples,
     assign_splits,

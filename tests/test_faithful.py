@@ -1,4 +1,4 @@
-"""Tests for tasks/faithful.py: repair keeps the model's markup where its text is right, restores
+"""Tests for core/faithful.py: repair keeps the model's markup where its text is right, restores
 the input's text elsewhere, and always reads back as the input: markdown_to_plain(repair(o, p))
 == p for every output o and every plain text p without NUL."""
 
@@ -12,9 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.faithful import is_faithful, repair
+from core.markdown import markdown_to_plain
 from tasks import faithful
-from tasks.clean import html_to_markdown, markdown_to_plain, split_front_matter
-from tasks.faithful import is_faithful, repair
+from tasks.clean import html_to_markdown, split_front_matter
 
 ROOT = Path(__file__).resolve().parents[1]
 POSTS = sorted((ROOT / "data" / "sample" / "posts").glob("*.html"))

@@ -11,9 +11,9 @@ from prefect.client.orchestration import get_client
 from typer.testing import CliRunner
 
 from config.runtime import results_in
+from core.markdown import markdown_to_plain
 from flows.ingest import ingest
 from pgpt import app
-from tasks.clean import markdown_to_plain
 from tasks.finetune import current_model
 from tasks.store import read_articles
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from config.settings import CleanSettings
-from tasks.clean import MD, clean_record, markdown_to_plain, split_front_matter
+from core.markdown import MD, markdown_to_plain
+from tasks.clean import clean_record, split_front_matter
 
 try:
     from tests.test_clean import CONTAINER_PREFIX, assert_lines_correspond

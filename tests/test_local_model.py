@@ -358,8 +358,9 @@ def test_smollm2_trains_a_few_steps_then_pgpt_format_answers(tmp_path: Path) -> 
     from typer.testing import CliRunner
 
     from backends.local import LocalBackend
+    from core.markdown import markdown_to_plain
     from pgpt import app
-    from tasks.clean import html_to_markdown, markdown_to_plain
+    from tasks.clean import html_to_markdown
     from tasks.examples import chunk_markdown
     from tasks.finetune import set_current_model
 

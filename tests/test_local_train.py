@@ -387,7 +387,7 @@ def test_training_lowers_the_loss_and_writes_the_run(
     assert merged.markup_bias == decoding["markup_bias"]
     assert decoding["scaffold"] == record["hyperparameters"]["scaffold"] == "author"
     # the author's rules, counted from the train split, are saved with the adapter and read
-    from tasks.author_rules import AuthorRules
+    from core.author_rules import AuthorRules
 
     pairs = [(m[-2]["content"], m[-1]["content"]) for m in read_examples(dataset[0])]
     assert merged.scaffold == AuthorRules.fit(pairs) == AuthorRules.load(run / "adapter")

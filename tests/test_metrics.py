@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks.clean import html_to_markdown, markdown_to_plain
+from core.markdown import markdown_to_plain
+from tasks.clean import html_to_markdown
 from tasks.evaluate import (
     INVISIBLE_KINDS,
     KINDS,

@@ -20,7 +20,7 @@ import pytest
 from backends.openai import BudgetError, OpenAIBackend, collect_metrics, translate_event
 from config.settings import load_settings
 from core.chat_data import to_chat, write_jsonl
-from tasks.clean import markdown_to_plain
+from core.markdown import markdown_to_plain
 from tasks.evaluate import models_to_compare
 
 from conftest import ROOT, SAMPLE

@@ -1,14 +1,15 @@
-"""The rules baseline (tasks/rules.py): exact output on hand-made texts, always faithful."""
+"""The rules baseline (core/rules.py): exact output on hand-made texts, always faithful."""
 
 from __future__ import annotations
 
 import pytest
 
-import tasks.rules
+import core.rules
 from config.settings import Settings
-from tasks.clean import html_to_markdown, markdown_to_plain
+from core.markdown import markdown_to_plain
+from core.rules import rules_markdown
+from tasks.clean import html_to_markdown
 from tasks.examples import chunk_markdown
-from tasks.rules import rules_markdown
 
 from conftest import SAMPLE
 
@@ -112,12 +113,12 @@ FIXTURES = {
 
 @pytest.fixture
 def no_repair(monkeypatch):
-    """tasks.faithful.repair, the safety net, made to fail the test if it is ever called."""
+    """core.faithful.repair, the safety net, made to fail the test if it is ever called."""
 
     def refuse(answer, plain):
         raise AssertionError(f"the rules needed repair for {plain[:80]!r}")
 
-    monkeypatch.setattr(tasks.rules, "repair", refuse)
+    monkeypatch.setattr(core.rules, "repair", refuse)
 
 
 @pytest.mark.parametrize("name", FIXTURES)

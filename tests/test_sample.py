@@ -6,7 +6,8 @@ import importlib.util
 
 import pytest
 
-from tasks.clean import html_to_markdown, markdown_to_plain
+from core.markdown import markdown_to_plain
+from tasks.clean import html_to_markdown
 
 from conftest import SAMPLE
 

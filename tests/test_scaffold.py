@@ -17,7 +17,7 @@ from backends.local.generate import generate
 from backends.local.model import load_model
 from backends.local.scaffold import scaffolded
 from backends.local.train import load_split
-from tasks.rules import rules_markdown
+from core.rules import rules_markdown
 
 PLAIN = "Tools\n\nUse small tools, all of them:\n\nhammers\nsaws\n\nThat is all there is to it."
 MARKDOWN = "## Tools\n\nUse small tools, all of them:\n\n- hammers\n- saws\n\nThat is all."
@@ -49,7 +49,7 @@ def test_the_authors_rules_are_counted_from_the_train_split_and_travel_with_the_
     tmp_path,
 ) -> None:
     from backends.local.scaffold import fit_scaffold, load_scaffold, scaffold_name
-    from tasks.author_rules import AuthorRules
+    from core.author_rules import AuthorRules
 
     authors = "### " + rules_markdown(PLAIN).removeprefix("# ")  # the rules' answer, but ###
     pairs = [(PLAIN, authors)] * 3

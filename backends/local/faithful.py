@@ -17,7 +17,7 @@ start more blocks with markup; ``backends.local.calibrate`` chooses it on the va
 Loops are impossible, not just unlikely: markup bytes without text between them are capped
 per run (``RUN_LIMIT``) and in total (``markup_budget``), so an answer is at most the input
 plus a bounded amount of markup. Which markup is *right* is not checked here; the repair
-pass (``tasks.faithful.repair``) makes the text exact afterwards.
+pass (``core.faithful.repair``) makes the text exact afterwards.
 
 >>> state = Matcher("Hello world")
 >>> state.feed(b"# Hello"), state.feed(b" wor"), state.done

@@ -3,14 +3,14 @@
 A small model trained for half an hour on a CPU learns to copy its input long before it
 learns where an author puts a heading, a list or a fence: the structure decisions are a few
 tokens in hundreds. With ``finetune.scaffold: rules`` the user's text reaches the model
-already formatted by the rule-based formatter (``tasks.rules``: general rules, no corpus in them),
+already formatted by the rule-based formatter (``core.rules``: general rules, no corpus in them),
 and the model learns, from the author's own articles, where the author departs from them:
 the rules' wrong headings removed, their missed lists added, the author's fence languages.
 Copying is what the model does best, so an untrained step costs little, and every decision
 it learns is the author's. The words never change: the scaffold adds markup only, and the
 faithful decoder still holds the answer to the plain text.
 
-With ``finetune.scaffold: author`` the rules are the author's own (``tasks.author_rules``):
+With ``finetune.scaffold: author`` the rules are the author's own (``core.author_rules``):
 the general rules corrected by a table of the author's habits, counted from the train split
 in seconds before training starts and saved next to the adapter. The model then starts from
 the author's usual choices and learns what a table of line contexts cannot see.
@@ -50,7 +50,7 @@ def scaffold_function(scaffold: Scaffold | Reader) -> Reader:
     if scaffold == "none":
         return lambda text: text
     if scaffold == "rules":
-        from tasks.rules import rules_markdown  # pure Python; the rules own their module
+        from core.rules import rules_markdown  # pure Python; the rules own their module
 
         return rules_markdown
     if scaffold == "author":
@@ -64,7 +64,7 @@ def fit_scaffold(scaffold: Scaffold, pairs: Iterable[tuple[str, str]]) -> Scaffo
     iterate ``pairs``, which may read a file)."""
     if scaffold != "author":
         return scaffold
-    from tasks.author_rules import AuthorRules
+    from core.author_rules import AuthorRules
 
     return AuthorRules.fit(pairs)
 
@@ -78,7 +78,7 @@ def load_scaffold(name: str, adapter_dir: Path) -> Scaffold | Reader:
     """The scaffold a model recorded (``scaffold_name``), read back from its adapter folder."""
     if name != "author":
         return name  # type: ignore[return-value]
-    from tasks.author_rules import AuthorRules
+    from core.author_rules import AuthorRules
 
     return AuthorRules.load(adapter_dir)
 

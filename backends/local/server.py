@@ -14,7 +14,7 @@ model, with OpenAI's JSON shapes, status codes and error objects, so the ``opena
   tokens + 32, so answers equal ``LocalBackend.complete``'s), ``stop``, ``n`` = 1, ``stream``
   (server-sent events, token by token, ``stream_options.include_usage``), and one extension:
   ``"faithful": true`` decodes under ``backends.local.faithful`` (the answer keeps the last
-  user message's words and only adds markup; callers still run ``tasks.faithful.repair``).
+  user message's words and only adds markup; callers still run ``core.faithful.repair``).
 - ``/v1/files`` (upload, list, retrieve, content, delete): bytes under
   ``DATA/server/files/``; a ``fine-tune`` file is checked at upload (``processed``, or
   ``error`` with the line and the reason in ``status_details``).

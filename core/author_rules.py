@@ -1,4 +1,4 @@
-"""The author's rules: the general rules (``tasks.rules``), corrected by the author's articles.
+"""The author's rules: the general rules (``core.rules``), corrected by the author's articles.
 
 The general rules know nothing of any one writer: every heading after a paragraph is an
 ``##``, every run of lines a bulleted list, a quote is never seen. A writer is consistent
@@ -44,8 +44,8 @@ from pathlib import Path
 from markdown_it.token import Token
 
 from core.io import write_atomic
-from tasks.clean import MD, content_lines, inline_plain, plain_blocks
-from tasks.rules import HEADINGS, classify, levelled, markdown_of, spanned
+from core.markdown import MD, content_lines, inline_plain, plain_blocks
+from core.rules import HEADINGS, classify, levelled, markdown_of, spanned
 
 MIN_COUNT = 3  # lines a context needs before its kinds are trusted; else a coarser view's
 BEAM = 4  # kind sequences kept while reading the lines (4 and 16 chose alike on the valid split)

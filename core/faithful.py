@@ -54,16 +54,8 @@ from markdown_it.common.utils import MD_TRIM_CHARS
 from markdown_it.token import Token
 from rapidfuzz.fuzz import ratio
 
-from tasks.clean import (
-    MD,
-    code_span,
-    content_lines,
-    escape_line_start,
-    escape_text,
-    inline_plain,
-    markdown_to_plain,
-    plain_blocks,
-)
+from core.inline import code_span, escape_line_start, escape_text
+from core.markdown import MD, content_lines, inline_plain, markdown_to_plain, plain_blocks
 
 SIMILAR = 60  # rapidfuzz ratio from which a changed line borrows its counterpart's style
 PUNCT = re.compile(r"([!-/:-@\[-`{-~])")  # ASCII punctuation: each one may be escaped
@@ -379,7 +371,7 @@ def other_marker(found: re.Match) -> str:
 
 
 def blocks_of(lines: list[str], coded: list[bool]) -> list[tuple[int, int]]:
-    """The plain text's blocks (:func:`tasks.clean.plain_blocks`) as the result writes them:
+    """The plain text's blocks (:func:`core.markdown.plain_blocks`) as the result writes them:
     blocks that are code on both sides of blank lines, or with more than one blank line
     between them, are one code block holding those lines, and so are blank lines at an edge.
 

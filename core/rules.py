@@ -2,7 +2,7 @@
 
 A fine-tuned model has learnt its author only if it does better than what an engineer writes
 in an afternoon (issue 12), so the evaluation scores these rules as a model of their own
-("rules"). They read only the cues plain text keeps (:func:`tasks.clean.markdown_to_plain`
+("rules"). They read only the cues plain text keeps (:func:`core.markdown.markdown_to_plain`
 writes blocks apart, separated by a blank line, and the lines of one block together: a list's
 items, a table's rows with their cells joined by tabs, a code block's lines verbatim) and know
 nothing of any one corpus. Block by block (a run of non-blank lines), first match wins:
@@ -22,9 +22,9 @@ nothing of any one corpus. Block by block (a run of non-blank lines), first matc
 - every other block is a paragraph.
 
 Blocks are separated by one blank line and lists are tight, as in the canonical Markdown;
-text is escaped by the project's own escaper (:func:`tasks.clean.render_inline`). Each block
+text is escaped by the project's own escaper (:func:`core.inline.render_inline`). Each block
 is parsed back and fenced as code if it does not read as its lines, so the words never change:
-``markdown_to_plain(rules_markdown(plain)) == plain`` (with :func:`tasks.faithful.repair` as
+``markdown_to_plain(rules_markdown(plain)) == plain`` (with :func:`core.faithful.repair` as
 the last resort).
 
 >>> print(rules_markdown("On Tools\\n\\nUse small tools, *all* of them:\\n\\nhammers\\nsaws\\n\\n"
@@ -47,8 +47,9 @@ from __future__ import annotations
 
 import re
 
-from tasks.clean import markdown_to_plain, plain_blocks, render_inline
-from tasks.faithful import join, repair
+from core.faithful import join, repair
+from core.inline import render_inline
+from core.markdown import markdown_to_plain, plain_blocks
 
 SHORT = 80  # characters: a list item or a heading is at most this long
 HEADING_WORDS = 10  # and a heading at most this many words
@@ -90,7 +91,7 @@ def unpunctuated(line: str) -> bool:
 
 def classify(lines: list[str]) -> list[str]:
     """Each line's block kind: table, code, item, heading, para, or blank (a separator). The
-    lines of one block (:func:`tasks.clean.plain_blocks`) share its kind."""
+    lines of one block (:func:`core.markdown.plain_blocks`) share its kind."""
     blocks = plain_blocks(lines)
     kinds = ["para"] * len(blocks)
     for b, (start, end) in enumerate(blocks):
