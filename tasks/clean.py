@@ -183,8 +183,10 @@ def extract_metadata(html: str, url: str | None = None) -> dict:
 
 
 def parse_html(html: str) -> BeautifulSoup:
-    """Parse HTML with lxml."""
-    return BeautifulSoup(html, "lxml")
+    """Parse HTML with lxml, nested no deeper than :data:`MAX_DEPTH`."""
+    soup = BeautifulSoup(html, "lxml")
+    flatten_deep(soup)
+    return soup
 
 
 @dataclass
@@ -539,6 +541,7 @@ def prepare(body: Tag, *, keep_images: bool, title: str | None) -> Tag:
         tag.name = "p"
     flatten_leaves(root)
     unwrap_inline_wrappers(root)
+    limit_nesting(root)
     fix_lists(root)
     wrap_loose_inline(root)
     merge_adjacent(root, "blockquote")
@@ -549,6 +552,37 @@ def prepare(body: Tag, *, keep_images: bool, title: str | None) -> Tag:
 
 
 CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ue000-\ue01f]")
+MAX_DEPTH = 100  # elements: no article nests deeper, a hostile page may; below this the text
+# stays and the elements go, so the cleaning (recursive in places) stays within Python's stack
+MAX_NESTING = 6  # lists and quotes inside each other: markdown-it reads 20 levels of blocks
+# (two a list), so deeper ones become plain blocks (no article nests lists past 4)
+
+
+def limit_nesting(root: Tag) -> None:
+    """Lists and quotes inside :data:`MAX_NESTING` others become plain containers (their
+    items paragraphs), so the Markdown reads back whole."""
+    nested = {"ul", "ol", "blockquote"}
+    for tag in tags(root, nested):
+        if sum(parent.name in nested for parent in tag.parents) >= MAX_NESTING:
+            for item in tag.find_all("li", recursive=False):
+                item.name = "div"
+            tag.name = "div"
+
+
+def flatten_deep(root: Tag) -> None:
+    """Each element :data:`MAX_DEPTH` levels under ``root`` replaced by its text (with all
+    the elements in it), so none is left that deep.
+
+    >>> root = BeautifulSoup("<div>" * 300 + "deep" + "</div>" * 300, "lxml").body
+    >>> flatten_deep(root)
+    >>> len(root.find_all(True)), root.get_text()
+    (99, 'deep')
+    """
+    level = [root]
+    for _ in range(MAX_DEPTH):
+        level = [child for tag in level for child in tag.find_all(True, recursive=False)]
+    for tag in level:
+        tag.replace_with(NavigableString(tag.get_text()))
 
 
 def clean_strings(root: Tag) -> None:

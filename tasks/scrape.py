@@ -90,10 +90,13 @@ from core.io import atomic_path, write_atomic
 PAGE_SUFFIXES = (".html", ".htm", ".md", ".markdown")
 FEED_SUFFIXES = (".xml", ".rss", ".atom")
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+VAGUE_TYPES = frozenset({"text/plain", "application/octet-stream", "binary/octet-stream"})
 FEED_TYPES = frozenset(
     {
         "application/rss+xml",
+        "application/x-rss+xml",
         "application/atom+xml",
+        "application/x-atom+xml",
         "application/rdf+xml",
         "application/xml",
         "text/xml",
@@ -345,6 +348,12 @@ def _check_robots(url: str, scrape: dict) -> None:
         raise FetchError(url, f"is disallowed by {origin}/robots.txt for user agent {agent!r}")
 
 
+def _sniffable(media: str) -> bool:
+    """Whether a content type may hide a page or a feed (servers that do not know what they
+    serve, or an XML type of their own): the body decides."""
+    return media in VAGUE_TYPES or media.endswith(("+xml", "/xml"))
+
+
 def _sniff_type(content: bytes) -> str | None:
     """A content type for a body served without one: a feed, an HTML page, or None."""
     head = content[:2048].decode("utf-8", "replace")
@@ -367,19 +376,19 @@ def _page_attempt(client: httpx.Client, url: str, headers: dict, scrape: dict) -
                 raise FetchError(url, f"returned HTTP {status} {resp.reason_phrase}")
             content_type = resp.headers.get("content-type", "")
             media = _media_type(content_type)
-            if status != 304 and media and media not in HTML_TYPES | FEED_TYPES:
+            known = media in HTML_TYPES | FEED_TYPES
+            if status != 304 and media and not known and not _sniffable(media):
                 raise FetchError(url, f"is {media}, not an HTML page or a feed")
             content = (
                 b""
                 if status == 304
                 else _read_capped(resp, url, scrape["max_bytes"], scrape["timeout_s"])
             )
-            if status != 304 and not media:
+            if status != 304 and not known:  # no type, or a vague one: what does it hold?
                 content_type = _sniff_type(content) or ""
                 if not content_type:
-                    raise FetchError(
-                        url, "has no Content-Type and does not look like HTML or a feed"
-                    )
+                    served = f"is {media}" if media else "has no Content-Type"
+                    raise FetchError(url, f"{served} and does not look like HTML or a feed")
             return {
                 "status": status,
                 "url": url,

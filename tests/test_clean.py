@@ -950,3 +950,26 @@ def test_fuzz_never_raises_and_blank_lines_only_part_blocks(html: str, keep: boo
 @given(text=st.text(max_size=60))
 def test_fuzz_markdown_to_plain_never_raises(text: str) -> None:
     markdown_to_plain(text)
+
+
+@pytest.mark.parametrize("tag", ["div", "span", "ul><li", "blockquote"])
+def test_a_page_nested_ten_thousand_deep_is_cleaned_not_a_recursion_error(tmp_path, tag) -> None:
+    """Issue 15: a hostile page's 10,000 nested elements raised a raw RecursionError."""
+    close = "</" + "></".join(reversed(tag.split("><"))) + ">"
+    deep = f"<{tag}>" * 10_000 + "The deep words are kept." + close * 10_000
+    page = tmp_path / "deep.html"
+    page.write_text(f"<html><head><title>Deep</title></head><body><article><h1>Deep</h1>"
+                    f"<p>A first paragraph.</p>{deep}</article></body></html>")  # fmt: skip
+    record = clean_page.fn(str(page), "sha", "https://example.com/deep", "test", {})
+    assert record["title"] == "Deep"
+    assert "The deep words are kept." in record["plain"]
+    assert record["plain"].startswith("Deep\n\nA first paragraph.")
+
+
+def test_lists_nested_past_what_markdown_reads_keep_every_word() -> None:
+    """markdown-it reads 20 levels of blocks: 30 nested lists lost their inner items' text."""
+    items = "".join(f"<ul><li>level {i}" for i in range(30)) + "</li></ul>" * 30
+    markdown = html_to_markdown(f"<html><body><article><h1>T</h1>{items}</article></body></html>")
+    plain = markdown_to_plain(markdown)
+    assert [f"level {i}" in plain for i in range(30)] == [True] * 30
+    assert markdown.startswith("# T\n\n- level 0\n  - level 1\n")

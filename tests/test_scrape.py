@@ -169,6 +169,19 @@ def test_missing_content_type_is_sniffed(site: Site):
         http_get(site.url_for("/blob"), settings())
 
 
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/x-rss+xml", "application/rss+xml", "text/plain", "application/vnd.feed+xml"],
+)
+def test_a_feed_is_known_by_its_type_or_by_its_content(site: Site, content_type):
+    site.add("/feed", FEED.encode(), content_type=content_type)
+    site.add("/blob", b"%PDF-1.4 not a feed", content_type="application/octet-stream")
+    got = http_get(site.url_for("/feed"), settings())
+    assert is_feed({"content_type": got["content_type"], "path": None})
+    with pytest.raises(FetchError, match="is application/octet-stream and does not look like"):
+        http_get(site.url_for("/blob"), settings())
+
+
 def test_invalid_url_is_refused():
     with pytest.raises(FetchError, match="not a valid http"):
         http_get("notaurl/a.html", settings())
