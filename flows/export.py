@@ -5,21 +5,27 @@ python flows/export.py
 
 from __future__ import annotations
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 
 from config.settings import load_settings
 from flows.runner import in_data_dir
 from tasks.examples import build_examples
 from tasks.export import export_jsonl
 from tasks.report import article_rows, publish_dataset
-from tasks.store import read_articles, require_articles, store_examples
+from tasks.store import distinct_articles, read_articles, require_articles
 
 
 @task
 def load_articles(data_dir: str) -> list[dict]:
-    """The stored articles; a clear error when there are none yet."""
+    """The stored articles, one per text (copies stored before they were merged are left
+    out, so no text is in two splits); a clear error when there are none yet."""
     require_articles(data_dir)
-    return read_articles(data_dir)
+    articles, copies = distinct_articles(read_articles(data_dir))
+    if copies:
+        get_run_logger().warning(
+            "%d stored article(s) repeat another's text, left out: %s", len(copies), copies[:5]
+        )
+    return articles
 
 
 @flow(name="export")
@@ -32,7 +38,6 @@ def export(
     examples = in_data_dir(build_examples, settings.data_dir)(
         articles, settings.examples.model_dump()
     )
-    store_examples(examples, str(settings.data_dir))
     exported = export_jsonl(
         examples, str(settings.data_dir), settings.export.model_dump(mode="json")
     )

@@ -127,10 +127,12 @@ def ingest(
     }
     logger = get_run_logger()
     logger.info(
-        "ingested %d pages: %d added, %d updated, %d unchanged, %d skipped, %d failed",
+        "ingested %d pages: %d added, %d updated, %d merged (the text of one stored), "
+        "%d unchanged, %d skipped, %d failed",
         len(pages),
         len(stored["added"]),
         len(stored["updated"]),
+        len(stored["merged"]),
         stored["unchanged"],
         len(summary["skipped"]),
         len(summary["failures"]),

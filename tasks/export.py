@@ -33,6 +33,7 @@ from core.chat_data import (
 )
 from core.errors import MissingInput
 from core.io import atomic_path
+from tasks.store import stage_examples
 
 
 def exported_split(data_dir: str | Path, split: str) -> Path:
@@ -105,7 +106,9 @@ def _log_stats(
 
 @task
 def export_jsonl(examples: list[dict], data_dir: str, export: dict) -> dict:
-    """Write train/valid/test JSONL in OpenAI chat format, validated, with stats.json."""
+    """Write train/valid/test JSONL in OpenAI chat format, validated, with stats.json and
+    examples.parquet: every file is replaced, or none (a failed export leaves all as they
+    were)."""
     cfg = export_settings(export)
     log = _logger()
     by_split = _chats_by_split(examples, cfg.system_message)
@@ -142,6 +145,7 @@ def export_jsonl(examples: list[dict], data_dir: str, export: dict) -> dict:
         }
         tmp = stack.enter_context(atomic_path(paths["stats"]))
         tmp.write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        stored = stage_examples(examples, data_dir, stack)  # lands with the JSONL, or not
     if train["n_examples"] < MIN_FINE_TUNE_EXAMPLES:
         log.warning(
             "train has %d examples; OpenAI fine-tuning needs at least %d",
@@ -157,7 +161,7 @@ def export_jsonl(examples: list[dict], data_dir: str, export: dict) -> dict:
         train["price_model"],
         train["prices_as_of"],
     )
-    return {"paths": {k: str(v) for k, v in paths.items()}, "stats": stats}
+    return {"paths": {k: str(v) for k, v in paths.items()}, "stats": stats, "parquet": stored}
 
 
 # --- summary --------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ def ingest_counts(summary: dict) -> dict[str, int]:
         "pages": summary["pages"],
         "added": len(summary["added"]),
         "updated": len(summary["updated"]),
+        "merged": len(summary.get("merged", [])),  # copies of a stored article's text
         "unchanged": summary["unchanged"],
         "skipped": len(summary["skipped"]),
         "failed": len(summary["failures"]),

@@ -8,7 +8,9 @@ read as they are.
 Merging is by id: a new article is added, a changed one (other HTML or other Markdown)
 replaces its old row, an unchanged one keeps its row, and an article that has disappeared
 from its source is kept (nothing stored is ever lost). When nothing changed, the file is not
-rewritten at all.
+rewritten at all. The same text under another id (a feed and an export of one blog, a
+renamed file) is one article: its row lists the other URLs in ``copies``, and the export
+reads one row per text (:func:`distinct_articles`), so no text is in two splits.
 
 >>> import tempfile
 >>> d = tempfile.mkdtemp()
@@ -24,6 +26,9 @@ rewritten at all.
 
 from __future__ import annotations
 
+import hashlib
+import unicodedata
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +55,7 @@ ARTICLES_SCHEMA = pa.schema(
         pa.field("markdown_tokens", pa.int32()),
         pa.field("plain_tokens", pa.int32()),
         pa.field("fetched_at", pa.timestamp("us", tz="UTC")),
+        pa.field("copies", pa.list_(pa.string())),  # other URLs the same text was found at
     ]
 )
 
@@ -116,9 +122,13 @@ def _conform(row: dict, schema: pa.Schema) -> dict:
 
 def write_rows(rows: list[dict], schema: pa.Schema, path: Path) -> None:
     """Write rows as a Parquet file with ``schema``, atomically."""
-    table = pa.Table.from_pylist([_conform(r, schema) for r in rows], schema=schema)
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        write_table([_conform(r, schema) for r in rows], schema, tmp)
+
+
+def write_table(rows: list[dict], schema: pa.Schema, path: Path) -> None:
+    """Write conformed rows as a Parquet file with ``schema``, in place (a temp file)."""
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -169,38 +179,97 @@ def record_run(run: dict, data_dir: str) -> str:
     return str(path)
 
 
+QUOTES = str.maketrans({"’": "'", "‘": "'", "“": '"', "”": '"', "—": "-", "–": "-"})
+
+
+def content_key(plain: str) -> str:
+    """An article's text as a key: case, whitespace, typographic quotes and dashes do not
+    count, so the same article from two sources has one key.
+
+    >>> content_key("It’s  SMALL — tools.") == content_key("it's small - tools.")
+    True
+    >>> content_key("Small tools.") == content_key("Big tools.")
+    False
+    """
+    text = " ".join(unicodedata.normalize("NFKC", plain).casefold().translate(QUOTES).split())
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def distinct_articles(articles: list[dict]) -> tuple[list[dict], list[str]]:
+    """One article per text, the first by id, and the ids of the copies left out.
+
+    >>> rows = [{"id": "b", "plain": "Tools."}, {"id": "a", "plain": "tools."}, {"id": "c",
+    ...         "plain": "Saws."}]
+    >>> [a["id"] for a in distinct_articles(rows)[0]], distinct_articles(rows)[1]
+    (['a', 'c'], ['b'])
+    """
+    seen: set[str] = set()
+    kept, copies = [], []
+    for article in sorted(articles, key=lambda a: a["id"]):
+        key = content_key(article.get("plain") or "")
+        if key in seen:
+            copies.append(article["id"])
+        else:
+            kept.append(article)
+            seen.add(key)
+    return kept, copies
+
+
 def _same(old: dict, new: dict) -> bool:
     return old["html_sha256"] == new["html_sha256"] and old["markdown"] == new["markdown"]
 
 
 @task
 def store_articles(articles: list[dict], data_dir: str) -> dict:
-    """Merge cleaned articles into articles.parquet by id; rewrite only if something changed."""
+    """Merge cleaned articles into articles.parquet by id (the same text under a new id is
+    merged into its article's ``copies``); rewrite only if something changed."""
     path = parquet_path(data_dir, "articles")
     stored = {row["id"]: row for row in read_rows(path)}
+    owner = {content_key(r.get("plain") or ""): i for i, r in sorted(stored.items(), reverse=True)}
     now = datetime.now(UTC)
-    added, updated, unchanged = [], [], 0
+    added, updated, merged, unchanged = [], [], [], 0
     for article in articles:
+        first = owner.setdefault(content_key(article.get("plain") or ""), article["id"])
         old = stored.get(article["id"])
+        if first != article["id"] and old is None:  # a copy: one more URL for its article
+            row = stored[first]
+            copies = sorted({*(row.get("copies") or []), article["url"]} - {row["url"]})
+            if copies == (row.get("copies") or []):
+                unchanged += 1
+            else:
+                stored[first] = {**row, "copies": copies}
+                merged.append(article["id"])
+            continue
         if old is not None and _same(old, article):
             unchanged += 1
             continue
         (updated if old is not None else added).append(article["id"])
         stored[article["id"]] = {**article, "fetched_at": article.get("fetched_at") or now}
-    if added or updated or not path.exists():
+    if added or updated or merged or not path.exists():
         write_rows([stored[k] for k in sorted(stored)], ARTICLES_SCHEMA, path)
     return {
         "path": str(path),
         "added": added,
         "updated": updated,
+        "merged": merged,
         "unchanged": unchanged,
         "total": len(stored),
     }
 
 
-@task
-def store_examples(examples: list[dict], data_dir: str) -> dict:
-    """Replace examples.parquet with ``examples`` (sorted); untouched if they are the same."""
+def stage_examples(examples: list[dict], data_dir: str, stack: ExitStack) -> dict:
+    """Stage examples.parquet as ``examples`` (sorted) in ``stack``: it replaces the file when
+    the stack closes without an error, with whatever else the stack holds (the export's
+    JSONL), or not at all; untouched if they are the same.
+
+    >>> import tempfile
+    >>> d, row = tempfile.mkdtemp(), {"article_id": "a", "chunk": 0, "split": "train"}
+    >>> with ExitStack() as stack:
+    ...     stage_examples([row], d, stack)["changed"]
+    True
+    >>> [r["article_id"] for r in read_examples(d)]
+    ['a']
+    """
     path = parquet_path(data_dir, "examples")
     rows = sorted(
         (_conform(e, EXAMPLES_SCHEMA) for e in examples),
@@ -208,5 +277,5 @@ def store_examples(examples: list[dict], data_dir: str) -> dict:
     )
     changed = read_rows(path) != rows
     if changed:
-        write_rows(rows, EXAMPLES_SCHEMA, path)
+        write_table(rows, EXAMPLES_SCHEMA, stack.enter_context(atomic_path(path)))
     return {"path": str(path), "rows": len(rows), "changed": changed}

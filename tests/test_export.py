@@ -408,8 +408,12 @@ def test_stats_json_matches_return(tmp_path: Path) -> None:
 
 
 def test_bad_example_leaves_previous_files_untouched(tmp_path: Path) -> None:
+    """The JSONL, stats.json and examples.parquet are one unit (issue 15: a failed export
+    rewrote examples.parquet and kept the old JSONL)."""
     export_jsonl.fn(sample_rows(), str(tmp_path), EXPORT)
-    out = tmp_path / "jsonl"
+    out, parquet = tmp_path / "jsonl", tmp_path / "parquet"
+    assert [p.name for p in parquet.iterdir()] == ["examples.parquet"]
+    stored = (parquet / "examples.parquet").read_bytes()
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     rows = [row("e-post", 0, "train"), *sample_rows()]  # new train content ...
     rows.append(row("c-post", 2, "test", markdown=""))  # ... but test line 3 has no Markdown
@@ -419,6 +423,8 @@ def test_bad_example_leaves_previous_files_untouched(tmp_path: Path) -> None:
         "test.jsonl line 3: message 3 content is empty (format errors: missing_content: 1)"
     )
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temp files left either
+    assert [p.name for p in parquet.iterdir()] == ["examples.parquet"]
+    assert (parquet / "examples.parquet").read_bytes() == stored
 
 
 def test_empty_system_message_fails_on_first_train_line(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from datetime import UTC, datetime
 
 import duckdb
@@ -15,9 +16,15 @@ from tasks.store import (
     parquet_path,
     read_articles,
     read_examples,
+    stage_examples,
     store_articles,
-    store_examples,
 )
+
+
+def stage(examples: list[dict], data_dir: str) -> dict:
+    """stage_examples in a stack of its own: the file lands when it closes."""
+    with ExitStack() as stack:
+        return stage_examples(examples, data_dir, stack)
 
 
 def article(i: int, **changes) -> dict:
@@ -46,6 +53,7 @@ def test_round_trip_with_schema_and_readers(tmp_path):
         "path": str(path),
         "added": ["id2", "id1"],
         "updated": [],
+        "merged": [],
         "unchanged": 0,
         "total": 2,
     }
@@ -67,6 +75,29 @@ def test_unchanged_articles_do_not_rewrite_the_file(tmp_path):
     assert (result["added"], result["updated"], result["unchanged"]) == ([], [], 2)
     after = path.stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_the_same_text_from_another_url_is_one_article_with_its_copies(tmp_path):
+    """Issue 15: a feed and an export of one blog (or a renamed file) gave two rows, and the
+    two could land in train and in test."""
+    store_articles.fn([article(1), article(2)], str(tmp_path))
+    feed_copy = article(9, url="https://feed.test/1", plain="TITLE 1\n  body 1.", html_sha256="f")
+    result = store_articles.fn([feed_copy], str(tmp_path))
+    assert (result["added"], result["merged"], result["total"]) == ([], ["id9"], 2)
+    rows = {r["id"]: r for r in read_articles(tmp_path)}
+    assert rows["id1"]["copies"] == ["https://feed.test/1"] and rows["id2"]["copies"] is None
+    again = store_articles.fn([feed_copy, article(1)], str(tmp_path))
+    assert (again["merged"], again["unchanged"]) == ([], 2)
+
+
+def test_copies_stored_before_the_merge_never_reach_two_splits(tmp_path):
+    """Rows written by an older version (one text under two ids) are read once by the export."""
+    from tasks.store import distinct_articles, write_rows
+
+    rows = [article(1), article(2), article(3, plain="Title 1\nBody 1.")]
+    write_rows(rows, ARTICLES_SCHEMA, parquet_path(tmp_path, "articles"))
+    kept, copies = distinct_articles(read_articles(tmp_path))
+    assert [a["id"] for a in kept] == ["id1", "id2"] and copies == ["id3"]
 
 
 def test_changed_article_replaces_its_row_and_missing_ones_are_kept(tmp_path):
@@ -119,8 +150,8 @@ def test_examples_are_sorted_and_rewritten_only_on_change(tmp_path):
             "markdown_tokens": 1,
         },
     ]
-    assert store_examples.fn(rows, str(tmp_path))["changed"] is True
+    assert stage(rows, str(tmp_path))["changed"] is True
     stored = read_examples(tmp_path)
     assert [(r["article_id"], r["chunk"]) for r in stored] == [("a", 0), ("a", 1), ("b", 0)]
     assert pq.read_schema(parquet_path(tmp_path, "examples")).equals(EXAMPLES_SCHEMA)
-    assert store_examples.fn(list(reversed(rows)), str(tmp_path))["changed"] is False
+    assert stage(list(reversed(rows)), str(tmp_path))["changed"] is False
