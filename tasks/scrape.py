@@ -292,6 +292,8 @@ def _transport_errors(url: str, exc: Exception) -> Exception:
     """Map an httpx exception to _Retryable (transient) or FetchError (permanent)."""
     if isinstance(exc, httpx.TimeoutException):
         return _Retryable(f"timed out ({type(exc).__name__})")
+    if isinstance(exc, httpx.ConnectError):  # refused, or no such host: waiting will not help
+        return FetchError(url, f"cannot be reached ({exc}): is the host up and the URL right?")
     if isinstance(exc, httpx.NetworkError | httpx.ProtocolError | httpx.ProxyError):
         return _Retryable(f"connection error ({type(exc).__name__}: {exc})")
     return FetchError(url, f"cannot be fetched ({type(exc).__name__}: {exc})")
@@ -437,17 +439,6 @@ def http_get(
 # --- fetch_url: conditional GET against the stored copy ------------------------------------
 
 
-def _retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect retry_condition_fn: retry the task only when it failed transiently."""
-    exc = state.data if isinstance(state.data, BaseException) else None
-    if exc is None:
-        try:
-            exc = state.result(raise_on_failure=False)
-        except Exception:
-            return False
-    return isinstance(exc, TransientFetchError)
-
-
 def _http_paths(url: str, data_dir: str) -> tuple[Path, Path]:
     stem = Path(data_dir) / "raw" / "http" / _sha256(url.encode())[:24]
     return stem.with_suffix(".body"), stem.with_suffix(".json")
@@ -463,7 +454,7 @@ def _stored(body_path: Path, meta_path: Path) -> dict | None:
     return meta if intact else None
 
 
-@task(retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=_retry_if_transient)
+@task  # no task retries: http_get's own (backoff, Retry-After) are the one retry policy
 def fetch_url(url: str, source: str, scrape: dict, data_dir: str) -> dict:
     """Fetch a page or feed into DATA/raw/http/ with a conditional GET on the stored copy."""
     body_path, meta_path = _http_paths(url, data_dir)

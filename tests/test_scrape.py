@@ -15,7 +15,6 @@ from pathlib import Path
 import httpx
 import pytest
 from bs4 import BeautifulSoup
-from prefect.states import Failed
 
 from config.settings import ScrapeSettings
 from tasks import scrape
@@ -132,11 +131,15 @@ def test_slow_response_times_out_then_is_transient(site: Site):
     assert time.monotonic() - started < 1.5
 
 
-def test_connection_refused_is_transient():
+@pytest.mark.parametrize("respect_robots", [True, False], ids=["robots.txt", "page"])
+def test_connection_refused_is_one_fast_clear_failure(respect_robots):
+    """Issue 15: a closed port took 108 s (5 attempts, each inside 3 task runs)."""
     with Site() as gone:
         url = gone.url_for("/a")
-    with pytest.raises(TransientFetchError, match="connection error"):
-        http_get(url, settings(retries=1, respect_robots=False))
+    with pytest.raises(FetchError, match=r"cannot be reached \(.*\): is the host up") as info:
+        http_get(url, settings(retries=4, respect_robots=respect_robots))
+    assert not isinstance(info.value, TransientFetchError)  # not retried: no "gave up after"
+    assert "attempts" not in str(info.value)
 
 
 @pytest.mark.parametrize("send_length", [True, False], ids=["content-length", "streamed"])
@@ -321,12 +324,8 @@ def test_damaged_stored_copy_is_fetched_unconditionally(site: Site, tmp_path: Pa
     assert Path(again["path"]).read_text() == PAGE
 
 
-def test_fetch_url_retries_only_transient_errors():
-    condition = fetch_url.retry_condition_fn
-    assert condition(None, None, Failed(data=TransientFetchError("u", "HTTP 503")))
-    assert not condition(None, None, Failed(data=FetchError("u", "returned HTTP 404")))
-    assert not condition(None, None, Failed(data=ValueError("bug")))
-    assert fetch_url.retries == 2
+def test_fetch_url_has_one_retry_policy_the_scrapers():
+    assert fetch_url.retries == 0 and fetch_url.retry_condition_fn is None
 
 
 # --- feeds -------------------------------------------------------------------------------
@@ -685,21 +684,20 @@ def test_discover_pages_in_a_flow_refetches_the_feed(prefect_harness, site: Site
 
 
 @pytest.mark.slow
-def test_fetch_url_task_retries_transient_errors_only(prefect_harness, site: Site, tmp_path):
+def test_fetch_url_in_a_flow_retries_transient_errors_only(prefect_harness, site: Site, tmp_path):
     from prefect import flow
 
     site.add("/down", "busy", status=503)
-    once = settings(retries=0)  # one HTTP attempt per task run: count the task runs
-    quick = fetch_url.with_options(retry_delay_seconds=0)
+    twice = settings(retries=1)  # the scraper's own policy: one retry
 
     @flow
     def fetch_both() -> list[str]:
         states = [
-            quick(site.url_for(p), "src", once, str(tmp_path), return_state=True)
+            fetch_url(site.url_for(p), "src", twice, str(tmp_path), return_state=True)
             for p in ("/down", "/gone")
         ]
         return [type(s.result(raise_on_failure=False)).__name__ for s in states]
 
     assert fetch_both() == ["TransientFetchError", "FetchError"]
-    assert site.count("/down") == 3  # first run + 2 task retries
+    assert site.count("/down") == 2  # the scraper's retry, and no task retries around it
     assert site.count("/gone") == 1  # permanent: never retried
