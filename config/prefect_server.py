@@ -20,10 +20,12 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from pathlib import Path
 
 from prefect.settings import (
     PREFECT_API_AUTH_STRING,
@@ -32,7 +34,11 @@ from prefect.settings import (
     temporary_settings,
 )
 
+from config.runtime import running
+
 REUSE_ENV = "PGPT_REUSE_PREFECT_SERVER"  # "0" (or "false", "no", "off"): never reuse
+OWNER_ENV = "PGPT_OWNER_PID"  # the pgpt process a temporary server was started for
+TEMPORARY_SERVER = "prefect.server.api.server:create_app"  # in its command line
 PROBE_TIMEOUT_S = 0.5  # per request; loopback answers in milliseconds when a server is up
 
 
@@ -87,6 +93,29 @@ def reuse_enabled() -> bool:
     return os.environ.get(REUSE_ENV, "1").strip().lower() not in {"0", "false", "no", "off"}
 
 
+def stop_orphans(proc: Path = Path("/proc")) -> list[int]:
+    """Stop the temporary Prefect servers whose pgpt process is gone (killed before it could
+    stop its server; Prefect's server is a subprocess that outlives its parent), and return
+    their ids. Only servers started with :data:`OWNER_ENV` set are looked at (no one
+    else's), and only on a system with ``/proc``.
+    """
+    stopped = []
+    for entry in proc.glob("[0-9]*"):
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:  # gone, or not ours
+            continue
+        owner = next((v for v in environ if v.startswith(f"{OWNER_ENV}=".encode())), b"")
+        if TEMPORARY_SERVER.encode() not in command or not owner:
+            continue
+        if not running(int(owner.split(b"=", 1)[1] or 0)):
+            with suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGTERM)
+                stopped.append(int(entry.name))
+    return stopped
+
+
 @contextmanager
 def prefect_api(say: Callable[[str], None]) -> Iterator[str | None]:
     """Run the block's flows on a running Prefect server when there is one.
@@ -95,6 +124,9 @@ def prefect_api(say: Callable[[str], None]) -> Iterator[str | None]:
     choice: ``PREFECT_API_URL`` when it is set, else Prefect's temporary server. ``say``
     gets one line when a running server is used (or found but unusable).
     """
+    os.environ[OWNER_ENV] = str(os.getpid())  # a temporary server inherits it
+    if stopped := stop_orphans():
+        say(f"Prefect: stopped {len(stopped)} temporary server(s) left by killed pgpt runs")
     if PREFECT_API_URL.value() or not reuse_enabled():
         yield None
         return
