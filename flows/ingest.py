@@ -86,6 +86,7 @@ def clean(raws: list[dict], settings: Settings) -> tuple[list[dict], list[dict]]
                 "url": [r["url"] for r in raws],
                 "source": [r["source"] for r in raws],
                 "clean": unmapped(settings.clean.model_dump()),
+                "content_type": [r.get("content_type") or "" for r in raws],  # its charset
             },
         )
         return settle(list(futures), [r["url"] for r in raws])

@@ -65,6 +65,7 @@ stay literal text, a paragraph each.
 
 from __future__ import annotations
 
+import codecs
 import copy
 import hashlib
 import itertools
@@ -1247,11 +1248,70 @@ def escape_html(text: str) -> str:
 # One page -> one record
 
 
-def read_page(path: str | Path) -> str:
-    """A raw page as HTML (Markdown files rendered first); UTF-8 with replacement."""
+BOMS = (  # longest first: UTF-32's marks begin with UTF-16's
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+META_CHARSET = re.compile(  # <meta charset="x"> or <meta http-equiv=... content="...charset=x">
+    rb"<meta[^>]+charset\s*=\s*[\"']?\s*([-\w.:]+)", re.IGNORECASE
+)
+BROWSER_LABELS = {"iso-8859-1": "cp1252", "latin-1": "cp1252", "latin1": "cp1252",
+                  "ascii": "cp1252", "us-ascii": "cp1252"}  # fmt: skip  # WHATWG: all windows-1252
+
+
+def decode_page(data: bytes, content_type: str = "", *, html: bool = True) -> str:
+    """A page's bytes as text, decoded as a browser decodes them: by its byte-order mark,
+    else the HTTP ``charset``, else (HTML) its ``<meta charset>`` in the first 1024 bytes,
+    else UTF-8 if it is valid UTF-8, else the encoding charset-normalizer finds; Latin-1 and
+    ASCII labels read as windows-1252, as browsers read them.
+
+    >>> decode_page("Café".encode("latin-1"), "text/html; charset=ISO-8859-1")
+    'Café'
+    >>> decode_page(b'<meta charset="windows-1252"><p>Caf\\xe9</p>')[-8:]
+    'Café</p>'
+    >>> decode_page("<p>Café</p>".encode("utf-16"))
+    '<p>Café</p>'
+    """
+    for mark, encoding in BOMS:
+        if data.startswith(mark):
+            return data.decode(encoding, errors="replace")
+    declared = re.search(r"charset\s*=\s*[\"']?([-\w.:]+)", content_type, re.IGNORECASE)
+    found = META_CHARSET.search(data[:1024]) if html else None
+    for label in (declared.group(1) if declared else None, found and found.group(1).decode()):
+        encoding = _codec(label)
+        if encoding:
+            return data.decode(encoding, errors="replace")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        from charset_normalizer import from_bytes
+
+        best = from_bytes(data).best()
+        return str(best) if best is not None else data.decode("cp1252", errors="replace")
+
+
+def _codec(label: str | None) -> str | None:
+    """The Python codec of a charset label, as a browser reads it; None if unknown. A page
+    that says UTF-16 in ASCII is not UTF-16 (WHATWG): UTF-8."""
+    if not label:
+        return None
+    label = label.strip().lower()
+    try:
+        name = codecs.lookup(BROWSER_LABELS.get(label, label)).name
+    except LookupError:
+        return None
+    return "utf-8" if name.startswith("utf-16") else name
+
+
+def read_page(path: str | Path, content_type: str = "") -> str:
+    """A raw page as HTML (Markdown files rendered first), decoded as a browser would."""
     path = Path(path)
-    text = path.read_bytes().decode("utf-8", errors="replace")
-    return markdown_to_html(text) if path.suffix.lower() in (".md", ".markdown") else text
+    markdown = path.suffix.lower() in (".md", ".markdown")
+    text = decode_page(path.read_bytes(), content_type, html=not markdown)
+    return markdown_to_html(text) if markdown else text
 
 
 def skip_reason(name: str, title: str | None, words: int, min_words: int) -> str | None:
@@ -1265,9 +1325,12 @@ def skip_reason(name: str, title: str | None, words: int, min_words: int) -> str
     return None
 
 
-def clean_record(path: str, sha256: str, url: str, source: str, clean: dict) -> dict:
-    """Clean one raw page into an article record (the body of :func:`clean_page`)."""
-    soup = parse_html(read_page(path))
+def clean_record(
+    path: str, sha256: str, url: str, source: str, clean: dict, content_type: str = ""
+) -> dict:
+    """Clean one raw page into an article record (the body of :func:`clean_page`);
+    ``content_type`` is the HTTP header's, when it was fetched (its charset)."""
+    soup = parse_html(read_page(path, content_type))
     meta = page_metadata(soup, url)
     markdown = body_to_markdown(
         page_body(soup),
@@ -1298,6 +1361,8 @@ def clean_record(path: str, sha256: str, url: str, source: str, clean: dict) -> 
 
 
 @task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
-def clean_page(path: str, sha256: str, url: str, source: str, clean: dict) -> dict:
+def clean_page(
+    path: str, sha256: str, url: str, source: str, clean: dict, content_type: str = ""
+) -> dict:
     """Clean one raw page (HTML or Markdown file) into an article record."""
-    return clean_record(path, sha256, url, source, clean)
+    return clean_record(path, sha256, url, source, clean, content_type)

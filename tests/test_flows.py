@@ -119,6 +119,35 @@ def test_over_http_only_new_pages_are_fetched_and_cleaned(site, tmp_path):
     assert site.count(f"/posts/{names[-1]}") == 1
 
 
+def test_pages_in_any_encoding_are_read_as_a_browser_reads_them(site, tmp_path):
+    """Issue 15: a Latin-1 page was stored with U+FFFD for its accents, and a UTF-16 file
+    was skipped with no reason given."""
+    words = " ".join(["Le café crème du matin, déjà servi à l'élève."] * 20)
+
+    def page(title: str, head: str = "") -> str:
+        return f"<html><head>{head}<title>{title}</title></head><body><article>" \
+               f"<h1>{title}</h1><p>{title}: {words}</p></article></body></html>"  # fmt: skip
+
+    site.add("/header", page("Über das Café").encode("latin-1"),
+             content_type="text/html; charset=ISO-8859-1")  # fmt: skip
+    folder = tmp_path / "posts"
+    folder.mkdir()
+    meta = '<meta http-equiv="Content-Type" content="text/html; charset=iso-8859-1">'
+    (folder / "meta.html").write_bytes(page("Déjà vu", meta).encode("latin-1"))
+    (folder / "bare.html").write_bytes(page("Crème brûlée à la française").encode("cp1252"))
+    (folder / "utf16.html").write_bytes(page("Café in UTF-16").encode("utf-16"))
+    (folder / "plain.md").write_text(f"# Élan\n\nÉlan: {words}\n", encoding="utf-8")
+    summary, _ = run_ingest([site.url_for("/header"), str(folder)], tmp_path / "data")
+    assert summary["skipped"] == [] and summary["failures"] == []
+    articles = {a["title"]: a["plain"] for a in read_articles(tmp_path / "data")}
+    assert sorted(articles) == sorted(
+        ["Über das Café", "Déjà vu", "Crème brûlée à la française", "Café in UTF-16", "Élan"]
+    )
+    for title, plain in articles.items():
+        assert f"{title}: Le café crème du matin, déjà servi à l'élève." in plain
+        assert "\ufffd" not in plain
+
+
 def test_the_feed_and_the_pages_give_the_same_articles(site, tmp_path):
     site.serve_dir(SAMPLE)
     from_feed, _ = run_ingest([site.url_for("/feed.xml")], tmp_path / "a")
