@@ -285,6 +285,32 @@ def test_bootstrap_is_deterministic_with_its_seed():
     assert first["mean"] == pytest.approx(sum(VALUES) / len(VALUES))
 
 
+def test_bootstrap_interval_is_the_percentile_bootstrap_by_its_definition():
+    """Each end against a reference written from the definition (resample n values with
+    replacement, the mean of each, the (1 - c) / 2 and 1 - (1 - c) / 2 quantiles of those
+    means, interpolated): a tail of 1 - c, n - 1 values a resample, or a percentile that does
+    not interpolate all give other numbers."""
+    import random
+    import statistics
+
+    for confidence, samples, seed in ((0.95, 2000, 0), (0.9, 999, 7), (0.5, 101, 3)):
+        rng = random.Random(seed)
+        means = [statistics.fmean(rng.choices(VALUES, k=len(VALUES))) for _ in range(samples)]
+        cuts = statistics.quantiles(means, n=200, method="inclusive")  # every 0.5 %
+        tail = round((1 - confidence) / 2 * 200)
+        got = bootstrap_interval(VALUES, samples=samples, confidence=confidence, seed=seed)
+        assert got["low"] == pytest.approx(cuts[tail - 1], abs=1e-12)
+        assert got["high"] == pytest.approx(cuts[200 - tail - 1], abs=1e-12)
+
+
+def test_percentile_interpolates_between_values():
+    from tasks.evaluate import percentile
+
+    assert percentile([0.0, 10.0], 0.25) == 2.5
+    assert percentile([1.0, 2.0, 4.0], 0.75) == 3.0
+    assert percentile([5.0], 0.3) == 5.0
+
+
 def test_bootstrap_interval_contains_the_mean():
     interval = bootstrap_interval(VALUES)
     assert interval["low"] < interval["mean"] < interval["high"]

@@ -120,6 +120,26 @@ def test_failed_write_leaves_stored_data_intact(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["articles.parquet"]  # no temp left
 
 
+def test_a_write_that_dies_halfway_leaves_the_old_file_byte_identical(tmp_path, monkeypatch):
+    """The disk fills after half the bytes: an in-place write would leave junk behind."""
+    import tasks.store
+
+    store_articles.fn([article(1)], str(tmp_path))
+    path = parquet_path(tmp_path, "articles")
+    before = path.read_bytes()
+
+    def dies_halfway(table, where, **options):
+        with open(where, "wb") as out:
+            out.write(before[: len(before) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tasks.store.pq, "write_table", dies_halfway)
+    with pytest.raises(OSError, match="No space left"):
+        store_articles.fn([article(2)], str(tmp_path))
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == ["articles.parquet"]
+
+
 def test_examples_are_sorted_and_rewritten_only_on_change(tmp_path):
     rows = [
         {
