@@ -184,3 +184,17 @@ def test_a_table_without_rows_or_a_block_of_another_kind_is_left_whole():
     assert split_block(table, max_tokens=20) == [table]
     html = "<div>\n" + "<p>x</p>\n" * 40 + "</div>"
     assert split_block(html, max_tokens=20) == [html]
+
+
+def test_pack_fills_a_piece_up_to_exactly_its_budget():
+    """A piece of exactly ``max_tokens`` tokens is full, not over: ``>`` and not ``>=``."""
+    from tasks.examples import pack
+
+    words = ["one", "two", "three", "four", "five"]
+    sizes = [count_tokens(" ".join(words[:n])) for n in range(1, 6)]
+    assert sizes == [1, 2, 3, 4, 5]  # one cl100k token a word here
+    assert pack(words, " ".join, max_tokens=2) == ["one two", "three four", "five"]
+    assert pack(words, " ".join, max_tokens=5) == [" ".join(words)]
+    assert pack(["a very long unit over budget", "b"], " ".join, max_tokens=2) == [
+        "a very long unit over budget", "b"
+    ]  # fmt: skip
