@@ -60,6 +60,7 @@ ARTICLES_SCHEMA = pa.schema(
 )
 
 NEEDED_COLUMNS = ("id", "markdown")  # what an export reads of an article
+MIN_ARTICLES = 2  # one to train on and one held out to test (splits are by article)
 
 EXAMPLES_SCHEMA = pa.schema(
     [
@@ -153,6 +154,11 @@ def require_articles(data_dir: str | Path) -> None:
         raise BadInput(f"{path} is not an articles table (no {missing[0]!r} column): {rebuild}")
     if not rows:
         raise MissingInput(f"no articles in {path}: run `pgpt ingest SOURCE` first")
+    if rows < MIN_ARTICLES:
+        raise MissingInput(
+            f"{rows} article in {path}: a fine-tune needs at least {MIN_ARTICLES} (one is "
+            "held out to test it, the rest trains): `pgpt ingest` more of your articles"
+        )
 
 
 def read_articles(data_dir: str | Path) -> list[dict]:

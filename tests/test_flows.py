@@ -249,6 +249,20 @@ def test_unreadable_articles_are_one_line_naming_them(tmp_path, wrong):
     assert wrong == "data dir is a file" or "`pgpt ingest SOURCE`" in lines[0]
 
 
+def test_one_article_is_one_line_saying_how_many_are_needed(tmp_path):
+    """Issue 15: one ingested article gave "no training examples" with a traceback."""
+    from tasks.store import store_articles
+
+    post = {"id": "a1", "source": "s", "url": "u", "title": "T", "html_sha256": "h",
+            "markdown": "# T\n\nText.", "plain": "T\n\nText."}  # fmt: skip
+    store_articles.fn([post], str(tmp_path))
+    result = CliRunner().invoke(app, ["--data-dir", str(tmp_path), "export"])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "1 article in" in lines[0], lines
+    assert "needs at least 2 (one is held out to test it" in lines[0]
+
+
 def test_a_flow_run_without_its_inputs_fails_with_the_same_words(tmp_path):
     """In a deployment or worker (no CLI), the flow itself refuses with that message."""
     from core.errors import MissingInput
