@@ -36,7 +36,7 @@ def prefect_server():
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A tiny random Llama with a real (small) tokenizer, saved as an HF model folder."""
-    from backends.local.tiny import make_tiny_model
+    from tinymodel import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 

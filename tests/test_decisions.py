@@ -12,8 +12,9 @@ from test_local_train import FAST, chat, write_jsonl
 import backends.local.decisions as decisions_module
 from backends.local.data import IGNORE, collate, tokenize_example
 from backends.local.model import load_model
-from backends.local.tiny import make_tiny_model
 from backends.local.train import run_fingerprint, target_loss, train
+
+from tinymodel import make_tiny_model
 
 PLAIN = "Tools\nUse small tools:\nhammers\nsaws"
 MARKDOWN = "## Tools\n\nUse small tools:\n\n- hammers\n- saws"

@@ -26,7 +26,8 @@ from backends.local.generate import (
     max_new_tokens_for,
 )
 from backends.local.model import SMOLLM2, base_model_dir, find_gguf, load_model
-from backends.local.tiny import CHATML_TEMPLATE, make_tiny_model
+
+from tinymodel import CHATML_TEMPLATE, make_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEM = {"role": "system", "content": "You render plain text into markdown format."}

@@ -79,7 +79,7 @@ def write_jsonl(path: Path, pairs: list[tuple[str, str]]) -> Path:
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny random Llama + BPE tokenizer with SmolLM2's chat template (an HF folder)."""
-    from backends.local.tiny import make_tiny_model
+    from tinymodel import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny-base"))
 

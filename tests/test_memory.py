@@ -39,7 +39,7 @@ FAST = {"threads": 1, "max_seq_tokens": 64, "learning_rate": 1e-2, "warmup_ratio
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny random Llama the trainer's tests use (an HF folder)."""
-    from backends.local.tiny import make_tiny_model
+    from tinymodel import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny-base"))
 
