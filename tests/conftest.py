@@ -44,14 +44,9 @@ def tiny_model(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_profile(tmp_path, tiny_model) -> str:
     """A profile (YAML path) that fine-tunes the tiny model for a few steps."""
-    path = tmp_path / "tiny.yaml"
-    path.write_text(
-        "examples:\n  chunk_tokens: 96\n"
-        f"finetune:\n  base_model: {tiny_model}\n  epochs: 1\n  max_steps: 3\n"
-        "  max_seq_tokens: 1024\n  batch_size: 2\n  checkpoint_every: 100\n"
-        "evaluate:\n  max_examples: 3\n  bootstrap_samples: 200\n"
-    )
-    return str(path)
+    from tinymodel import write_tiny_profile
+
+    return str(write_tiny_profile(tmp_path / "tiny.yaml", tiny_model))
 
 
 def task_states(flow_state, settle_s: float = 1.5, timeout_s: float = 60) -> Counter:

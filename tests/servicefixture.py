@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tinymodel import write_tiny_profile
+
 ROOT = Path(__file__).resolve().parents[1]
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
@@ -180,22 +182,6 @@ def start_service(tmp: Path) -> Service:
     return service
 
 
-TINY_PROFILE = """\
-examples:
-  chunk_tokens: 96
-finetune:
-  base_model: {model}
-  epochs: 1
-  max_steps: 3
-  max_seq_tokens: 1024
-  batch_size: 2
-  checkpoint_every: 100
-evaluate:
-  max_examples: 3
-  bootstrap_samples: 200
-"""
-
-
 @dataclass
 class Retrained:
     """Two retrain runs of the sample with the tiny model, started together."""
@@ -218,7 +204,7 @@ def retrained_fixture(prefect_service, tiny_model, tmp_path_factory) -> Retraine
     """Two `retrain` deployment runs triggered at once, as two clicks on the UI's Run would."""
     tmp = tmp_path_factory.mktemp("retrain")
     profile = tmp / "tiny.yaml"
-    profile.write_text(TINY_PROFILE.format(model=tiny_model))
+    write_tiny_profile(profile, tiny_model)
     data = tmp / "data"
     parameters = {"profile": str(profile), "data_dir": str(data)}
     ids = [prefect_service.run_deployment("retrain", parameters) for _ in range(2)]

@@ -33,6 +33,7 @@ from tasks.finetune import current_model
 from tasks.store import read_runs
 
 from conftest import SAMPLE, task_states
+from tinymodel import write_tiny_profile
 
 SYSTEM = {"role": "system", "content": "You render plain text into markdown format."}
 N_SAMPLE = len(list((SAMPLE / "posts").glob("*.html")))
@@ -44,13 +45,7 @@ NEW_KEYS = {"visible_f1", "invisible_f1", "gap_closed"}
 def retrained(tmp_path_factory, tiny_model):
     """One retrain run of the sample with the tiny model (3 steps, 3 test chunks)."""
     data = tmp_path_factory.mktemp("data")
-    profile = data / "tiny.yaml"
-    profile.write_text(
-        "examples:\n  chunk_tokens: 96\n"
-        f"finetune:\n  base_model: {tiny_model}\n  epochs: 1\n  max_steps: 3\n"
-        "  max_seq_tokens: 1024\n  batch_size: 2\n  checkpoint_every: 100\n"
-        "evaluate:\n  max_examples: 3\n  bootstrap_samples: 200\n"
-    )
+    profile = write_tiny_profile(data / "tiny.yaml", tiny_model)
     with results_in(data):
         result = retrain(None, str(profile), str(data))
     return data, str(profile), result

@@ -148,3 +148,15 @@ def make_tiny_model(path: str | Path, *, seed: int = 0) -> Path:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def write_tiny_profile(path: Path, model: str | Path) -> Path:
+    """The settings profile the tests train the tiny model with: 3 steps on short chunks,
+    3 test chunks, a quick bootstrap. Written as YAML at ``path``."""
+    path.write_text(
+        "examples:\n  chunk_tokens: 96\n"
+        f"finetune:\n  base_model: {model}\n  epochs: 1\n  max_steps: 3\n"
+        "  max_seq_tokens: 1024\n  batch_size: 2\n  checkpoint_every: 100\n"
+        "evaluate:\n  max_examples: 3\n  bootstrap_samples: 200\n"
+    )
+    return path
