@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core import faithful
 from core.faithful import is_faithful, repair
 from core.markdown import markdown_to_plain
-from tasks import faithful
 from tasks.clean import html_to_markdown, split_front_matter
 
 ROOT = Path(__file__).resolve().parents[1]
