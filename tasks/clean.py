@@ -1265,8 +1265,10 @@ BROWSER_LABELS = {"iso-8859-1": "cp1252", "latin-1": "cp1252", "latin1": "cp1252
 def decode_page(data: bytes, content_type: str = "", *, html: bool = True) -> str:
     """A page's bytes as text, decoded as a browser decodes them: by its byte-order mark,
     else the HTTP ``charset``, else (HTML) its ``<meta charset>`` in the first 1024 bytes,
-    else UTF-8 if it is valid UTF-8, else the encoding charset-normalizer finds; Latin-1 and
-    ASCII labels read as windows-1252, as browsers read them.
+    else UTF-8 if it is valid UTF-8, else windows-1252 (a browser's default in Western
+    locales; a guess from short text picks Baltic or Central European code pages for French
+    as often as not), else the encoding charset-normalizer finds; Latin-1 and ASCII labels
+    read as windows-1252, as browsers read them.
 
     >>> decode_page("Café".encode("latin-1"), "text/html; charset=ISO-8859-1")
     'Café'
@@ -1284,13 +1286,15 @@ def decode_page(data: bytes, content_type: str = "", *, html: bool = True) -> st
         encoding = _codec(label)
         if encoding:
             return data.decode(encoding, errors="replace")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        from charset_normalizer import from_bytes
+    for encoding in ("utf-8", "cp1252"):  # no label: a browser's default (Western locales)
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    from charset_normalizer import from_bytes  # bytes windows-1252 leaves undefined
 
-        best = from_bytes(data).best()
-        return str(best) if best is not None else data.decode("cp1252", errors="replace")
+    best = from_bytes(data).best()
+    return str(best) if best is not None else data.decode("cp1252", errors="replace")
 
 
 def _codec(label: str | None) -> str | None:

@@ -3,9 +3,9 @@
 >>> print(ingest_markdown({"sources": 1, "pages": 3, "added": ["a"], "updated": [],
 ...                        "unchanged": 1, "total": 2, "skipped": [], "failures": []}))
 ### Ingest
-| sources | pages | added | updated | unchanged | skipped | failed | stored |
-| --- | --- | --- | --- | --- | --- | --- | --- |
-| 1 | 3 | 1 | 0 | 1 | 0 | 0 | 2 |
+| sources | pages | added | updated | merged | unchanged | skipped | failed | stored |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- |
+| 1 | 3 | 1 | 0 | 0 | 1 | 0 | 0 | 2 |
 """
 
 from __future__ import annotations

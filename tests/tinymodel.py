@@ -34,7 +34,7 @@ CHATML_TEMPLATE = (
 # In SmolLM2's order, so the ids match too: <|endoftext|> = 0, <|im_start|> = 1, <|im_end|> = 2.
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 VOCAB_SIZE = 800  # 3 special + 256 byte symbols + ~540 merges
-SAMPLE_POSTS = Path(__file__).resolve().parents[2] / "data" / "sample" / "posts"
+SAMPLE_POSTS = Path(__file__).resolve().parents[1] / "data" / "sample" / "posts"
 MAX_TEXT_CHARS = 60_000  # a few sample posts: plenty for 540 merges, trains in ~0.1 s
 
 FALLBACK_TEXT = """\
