@@ -145,8 +145,9 @@ def require_articles(data_dir: str | Path) -> None:
     path = parquet_path(data_dir, "articles")
     rebuild = "move it away and run `pgpt ingest SOURCE` again (fetched pages are kept in raw/)"
     try:
-        names = pq.read_schema(path).names if path.exists() else list(NEEDED_COLUMNS)
-        rows = pq.read_metadata(path).num_rows if path.exists() else 0
+        footer = pq.ParquetFile(path) if path.exists() else None  # one read of the footer
+        names = footer.schema_arrow.names if footer else list(NEEDED_COLUMNS)
+        rows = footer.metadata.num_rows if footer else 0
     except (pa.ArrowException, OSError) as error:
         raise BadInput(f"{path} is not a Parquet file ({error}): {rebuild}") from error
     missing = [name for name in NEEDED_COLUMNS if name not in names]
