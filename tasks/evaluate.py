@@ -60,6 +60,7 @@ from core.chat_data import read_jsonl
 from core.faithful import repair
 from core.inline import escape_line_start, escape_text
 from core.markdown import MD, inline_plain, markdown_to_plain
+from core.sample import spread
 from core.tokens import count_tokens
 from tasks.export import exported_split
 
@@ -702,12 +703,13 @@ def read_chat_jsonl(path: str | Path) -> list[dict]:
 
 
 def read_test_examples(data_dir: str | Path, max_examples: int | None = None) -> list[dict]:
-    """The test split (``DATA/jsonl/test.jsonl``), at most ``max_examples`` of it."""
+    """The test split (``DATA/jsonl/test.jsonl``): at most ``max_examples`` of its chunks,
+    spread evenly over it (the first N would come from a few articles)."""
     path = exported_split(data_dir, "test")
     examples = read_chat_jsonl(path)
     if not examples:
         raise ValueError(f"{path} holds no examples: the test split is empty")
-    return examples[:max_examples] if max_examples else examples
+    return spread(examples, max_examples)
 
 
 def one_shot_system(system: str, example: dict) -> str:

@@ -39,6 +39,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from core.caching import SourceOf
 from core.markdown import markdown_to_plain
+from core.sample import spread
 from core.tokens import count_tokens
 
 _PARSER = MarkdownIt("commonmark").enable("table")
@@ -230,24 +231,13 @@ def assign_splits(
     return splits
 
 
-def spread(n: int, k: int | None) -> list[int]:
-    """``k`` indices of ``range(n)`` spread evenly, the first and last included (all if k >= n).
-
-    >>> spread(10, 4), spread(3, 4), spread(5, 1)
-    ([0, 3, 6, 9], [0, 1, 2], [0])
-    """
-    if k is None or k >= n:
-        return list(range(n))
-    return [round(i * (n - 1) / (k - 1)) for i in range(k)] if k > 1 else [0]
-
-
 def article_examples(
     article: dict, split: str, chunk_tokens: int, max_chunks: int | None = None
 ) -> list[dict]:
     """The examples (one per chunk) of one article; at most ``max_chunks``, spread evenly."""
     chunks = chunk_markdown(article["markdown"], chunk_tokens)
     rows = []
-    for index in spread(len(chunks), max_chunks):
+    for index in spread(range(len(chunks)), max_chunks):
         markdown = chunks[index]
         plain = markdown_to_plain(markdown)
         rows.append(

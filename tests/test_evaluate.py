@@ -18,6 +18,7 @@ from backends.local.generate import generate
 from backends.local.model import load_model
 from config.runtime import results_in
 from config.settings import load_settings
+from core.chat_data import to_chat, write_jsonl
 from core.markdown import markdown_to_plain
 from flows.evaluate import evaluate
 from flows.retrain import retrain
@@ -276,3 +277,12 @@ def test_the_authors_rules_are_counted_from_the_train_split_and_follow_it(tmp_pa
     (jsonl / "train.jsonl").write_text(json.dumps(lines[0]) + "\n")
     assert computed_model("author_rules", tmp_path)["train_sha256"] != before["train_sha256"]
     assert models_to_compare("new", None, conf, None)[3]["name"] != "author_rules"  # no one-shot
+
+
+def test_at_most_max_examples_test_chunks_spread_over_the_split(tmp_path):
+    # the split is written article by article: the first N chunks would be a few articles'
+    chats = [to_chat(f"Chunk {i}.", f"# Chunk {i}.", "sys") for i in range(10)]
+    write_jsonl(tmp_path / "jsonl" / "test.jsonl", chats)
+    picked = [e["plain"] for e in read_test_examples(tmp_path, 4)]
+    assert picked == ["Chunk 0.", "Chunk 3.", "Chunk 6.", "Chunk 9."]
+    assert len(read_test_examples(tmp_path)) == len(read_test_examples(tmp_path, 10)) == 10

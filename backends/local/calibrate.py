@@ -133,7 +133,8 @@ def calibrate(
     """How ``model`` decodes best: what it reads (``scaffold``) and the markup bias its valid
     split chose, with what the bias was chosen on (``decoding.json``). ``limit``: at most that
     many valid examples, spread over the split (``finetune.max_valid_examples``)."""
-    from backends.local.data import read_examples, spread
+    from backends.local.data import read_examples
+    from core.sample import spread
 
     examples = spread(read_examples(valid_jsonl), limit) if valid_jsonl else []
     margins = line_start_margins(model, tokenizer, examples, scaffold) if examples else []

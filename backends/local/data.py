@@ -55,22 +55,6 @@ def read_examples(jsonl_path: str | Path) -> list[Messages]:
     return examples
 
 
-def spread(items: list, limit: int | None) -> list:
-    """At most ``limit`` of ``items``, evenly spaced and in order (None: all of them).
-
-    A split is written article by article, so its first chunks would all come from a few
-    articles; evenly spaced ones cover every part of it.
-
-    >>> spread(list(range(10)), 4)
-    [0, 2, 5, 7]
-    >>> spread([1, 2], 4), spread([1, 2], None)
-    ([1, 2], [1, 2])
-    """
-    if limit is None or len(items) <= limit:
-        return list(items)
-    return [items[i * len(items) // limit] for i in range(limit)]
-
-
 def text_pairs(jsonl_path: str | Path) -> Iterator[tuple[str, str]]:
     """(text to format, the author's Markdown) of each example of a split: its last user
     message and its answer. Lazy: the file is read only if the pairs are used."""

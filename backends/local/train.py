@@ -65,12 +65,12 @@ from backends.local.data import (
     length_grouped_batches,
     read_examples,
     split_by_tokens,
-    spread,
     text_pairs,
     tokenize_example,
 )
 from backends.local.scaffold import Reader, Scaffold, fit_scaffold, scaffolded
 from core.io import write_atomic
+from core.sample import spread
 
 CHECKPOINT_DIR = "checkpoint"
 ADAPTER_DIR = "adapter"
