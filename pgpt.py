@@ -400,8 +400,8 @@ def serve(
     Chat completions (streaming too), files and fine-tuning jobs (trained locally), e.g.
     ``OpenAI(base_url="http://127.0.0.1:8000/v1", api_key=...)``.
     """
-    from backends.local.server import serve as serve_app
     from config.settings import load_settings
+    from server.app import serve as serve_app
 
     settings = load_settings(profile, _data_dir())
     serve_app(settings, host=host, port=port, api_key=api_key)

@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 from backends.base import Backend
-
-
-def model_folder(data_dir: str | Path, model_id: str) -> Path:
-    """``DATA/models/<model id>/``: a fine-tune's loss curve and record, whatever its backend.
-
-    OpenAI's ``ft:<base>:<org>:<suffix>:<id>`` ids hold colons, so they become dashes.
-
-    >>> model_folder("data", "ft:gpt-4o-mini-2024-07-18:acme:personal:abc123").name
-    'ft-gpt-4o-mini-2024-07-18-acme-personal-abc123'
-    >>> model_folder("data", "smollm2-135m-instruct-personal-0123456789ab").name
-    'smollm2-135m-instruct-personal-0123456789ab'
-    """
-    return Path(data_dir) / "models" / re.sub(r"[^A-Za-z0-9.-]+", "-", model_id).strip("-")
 
 
 def get_backend(

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import threading
 import time
@@ -37,10 +36,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from backends import model_folder
 from backends.base import TERMINAL, Event, Job
 from config.settings import ExportSettings, OpenAISettings, Price
 from core.io import write_atomic
+from core.logs import run_logger
+from core.runs import METRICS_COLUMNS, RunFolder, file_sha256
 
 OPENAI_HOST = "api.openai.com"
 STOP_SIGNALS: tuple[type[BaseException], ...] = (KeyboardInterrupt, SystemExit)
@@ -66,13 +66,6 @@ def is_openai(base_url: str | None) -> bool:
     """Whether requests go to OpenAI itself (where they cost money)."""
     url = base_url or os.environ.get("OPENAI_BASE_URL") or f"https://{OPENAI_HOST}/v1"
     return OPENAI_HOST in url
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    """The Prefect run logger inside a run, else this module's (``config.runtime.run_logger``)."""
-    from config.runtime import run_logger
-
-    return run_logger(__name__)
 
 
 def _stop_signals() -> tuple[type[BaseException], ...]:
@@ -150,8 +143,6 @@ class OpenAIBackend:
 
     def job_key(self, train: str, valid: str | None, suffix: str) -> str:
         """What makes two fine-tunes the same job: data, base model, settings, server."""
-        from backends.local.train import file_sha256
-
         blob = json.dumps(
             {
                 "data": file_sha256(train, valid),
@@ -202,7 +193,9 @@ class OpenAIBackend:
         path = self.record_path(key)
         record = json.loads(path.read_text()) if path.exists() else None
         if record and record.get("job_id"):
-            _logger().info("fine-tuning job %s already exists (%s)", record["job_id"], path)
+            run_logger(__name__).info(
+                "fine-tuning job %s already exists (%s)", record["job_id"], path
+            )
             return record["job_id"]
         if record is None:
             record = {"key": key, "model": self.settings["base_model"], "suffix": suffix}
@@ -227,7 +220,7 @@ class OpenAIBackend:
             uploaded = self.client.files.retrieve(uploaded.id)
         if uploaded.status == "error":
             raise ValueError(f"{path} was rejected by the server: {uploaded.status_details}")
-        _logger().info("uploaded %s as %s (%s bytes)", path, uploaded.id, uploaded.bytes)
+        run_logger(__name__).info("uploaded %s as %s (%s bytes)", path, uploaded.id, uploaded.bytes)
         return uploaded.id
 
     def _find_job(self, training_file: str) -> Any | None:
@@ -251,7 +244,7 @@ class OpenAIBackend:
             },
             metadata={"personal_gpt_key": record["key"]},
         )
-        _logger().info(
+        run_logger(__name__).info(
             "created fine-tuning job %s (%s, estimated $%.2f)",
             job.id,
             record["model"],
@@ -325,7 +318,7 @@ class OpenAIBackend:
         job = self.client.fine_tuning.jobs.retrieve(job_id)
         if job.status not in TERMINAL:
             self.client.fine_tuning.jobs.cancel(job_id)
-            _logger().warning("cancelled fine-tuning job %s: %s", job_id, reason)
+            run_logger(__name__).warning("cancelled fine-tuning job %s: %s", job_id, reason)
             self._update_record(job_id, status="cancelled")
 
     def cancel_jobs_of_flow_run(self, flow_run_id: str) -> list[str]:
@@ -365,13 +358,11 @@ class OpenAIBackend:
 
     def _write_model_folder(self, result: Job, job: Any, rows: list[dict]) -> None:
         """``DATA/models/<folder>/``: metrics.csv (the loss curve) and model.json."""
-        from backends.local.train import METRICS_COLUMNS, METRICS_CSV, rewrite_metrics
-
-        folder = model_folder(self.data_dir, job.fine_tuned_model)
+        run = RunFolder.of(self.data_dir, job.fine_tuned_model)
         rows = [
             {c: r.get(c) for c in METRICS_COLUMNS} for r in sorted(rows, key=lambda r: r["step"])
         ]
-        rewrite_metrics(folder / METRICS_CSV, rows)
+        run.write_metrics(rows)
         train_losses = [r["train_loss"] for r in rows if r.get("train_loss") is not None]
         valid_losses = [r["valid_loss"] for r in rows if r.get("valid_loss") is not None]
         result["metrics"].update(
@@ -391,7 +382,7 @@ class OpenAIBackend:
             "validation_file": job.validation_file,
             **result["metrics"],
         }
-        write_atomic(folder / "model.json", json.dumps(record, indent=2) + "\n")
+        run.write_model(record)
 
     # --- chat -------------------------------------------------------------------------
 

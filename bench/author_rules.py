@@ -30,13 +30,15 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from bench.quality import score_answer_rows, summary_lines
+    from core.chat_data import chat_examples
     from core.rules import rules_markdown
-    from tasks.evaluate import computing_function, paired_comparisons, read_chat_jsonl
+    from tasks.evaluate import computing_function
+    from tasks.evaluate.metrics import paired_comparisons
 
     jsonl = args.data_dir / "jsonl"
     if not (jsonl / "train.jsonl").is_file():
         sys.exit(f"{jsonl / 'train.jsonl'} not found: run `pgpt --data-dir {args.data_dir} export`")
-    train, chunks = (read_chat_jsonl(jsonl / f"{s}.jsonl") for s in ("train", args.split))
+    train, chunks = (chat_examples(jsonl / f"{s}.jsonl") for s in ("train", args.split))
     started = time.perf_counter()
     author = computing_function("author_rules", args.data_dir)  # as the evaluation counts them
     counted = time.perf_counter() - started

@@ -37,14 +37,14 @@ def main() -> None:
 
     backend = LocalBackend(args.data_dir, {"threads": 0})
     model, tokenizer = backend.load(args.model)
-    job = json.loads((backend.run_dir(args.model) / "job.json").read_text())
+    job = backend.run_folder(args.model).read_job()
     started = time.perf_counter()
     from config.settings import FinetuneSettings
 
-    limit = FinetuneSettings.model_validate(job["settings"]).max_valid_examples  # as training
-    found = calibrate(model, tokenizer, job["valid"], getattr(model, "scaffold", "none"), limit)
+    limit = FinetuneSettings.model_validate(job.settings).max_valid_examples  # as training
+    found = calibrate(model, tokenizer, job.valid, getattr(model, "scaffold", "none"), limit)
     print(f"valid split: {json.dumps(found)} ({time.perf_counter() - started:.0f} s)")
-    test = Path(job["train"]).with_name("test.jsonl")
+    test = Path(job.train).with_name("test.jsonl")
     rows = [json.loads(line)["messages"] for line in test.read_text().splitlines() if line]
     rows = rows[: args.chunks] if args.chunks else rows
     examples = [{"plain": m[-2]["content"], "reference": m[-1]["content"]} for m in rows]

@@ -85,8 +85,8 @@ def child_train(data_dir: Path, steps: int | None, threads: int | None, timeline
     last["event"] = "convert"
     job_id = backend.start_finetune(str(jsonl / "train.jsonl"), str(jsonl / "valid.jsonl"))
     for name in ("model.json", "checkpoint"):  # train from scratch, even in a reused data dir
-        shutil.rmtree(backend.run_dir(job_id) / name, ignore_errors=True)
-        (backend.run_dir(job_id) / name).unlink(missing_ok=True)
+        shutil.rmtree(backend.run_folder(job_id).path / name, ignore_errors=True)
+        (backend.run_folder(job_id).path / name).unlink(missing_ok=True)
     print(json.dumps({"type": "converted", "rss_gb": rss_kb() / 1e6}), flush=True)
 
     def on_event(event: dict[str, Any]) -> None:

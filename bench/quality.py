@@ -75,7 +75,9 @@ def score_answer_rows(rows: list[dict], samples: int = 2000, confidence: float =
     The ceiling is computed from the references when the file has no ``ceiling`` column.
     Returns ``{"models": {name: summary}, "paired_cer": [...]}`` like metrics.json.
     """
-    from tasks.evaluate import paired_comparisons, score_answers, with_gap_closed, without_invisible
+    from tasks.evaluate import score_answers
+    from tasks.evaluate.ceiling import without_invisible
+    from tasks.evaluate.metrics import paired_comparisons, with_gap_closed
 
     names = [k for k in rows[0] if k not in FIXED and not k.endswith("_cer")]
     answers = {name: [r[name] for r in rows] for name in names}
@@ -101,7 +103,7 @@ def figure(value: dict | None, digits: int = 3) -> str:
 
 def summary_lines(metrics: dict) -> list[str]:
     """The bench's printout of an evaluation (metrics.json, or :func:`score_answer_rows`)."""
-    from tasks.evaluate import INVISIBLE_KINDS, VISIBLE_KINDS
+    from tasks.evaluate.metrics import INVISIBLE_KINDS, VISIBLE_KINDS
     from tasks.report import paired_lines
 
     models = metrics["models"]

@@ -156,7 +156,7 @@ def plan_batches(
     """Our trainer's tokenized examples and its first ``n_steps`` batches (over epochs)."""
     from transformers import AutoTokenizer
 
-    from backends.local.train import epoch_steps, load_split
+    from backends.local.plan import epoch_steps, load_split
 
     tokenizer = AutoTokenizer.from_pretrained(base_dir, local_files_only=True)
     examples, _, dropped = load_split(train_jsonl, tokenizer, MAX_TOKENS)

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,17 +28,6 @@ def results_in(data_dir: str | Path) -> Iterator[None]:
         {PREFECT_LOCAL_STORAGE_PATH: path, PREFECT_RESULTS_PERSIST_BY_DEFAULT: True}
     ):
         yield
-
-
-def run_logger(name: str) -> logging.Logger | logging.LoggerAdapter:
-    """Prefect's run logger inside a flow or task run, else the logger called ``name``."""
-    from prefect.exceptions import MissingContextError
-    from prefect.logging import get_run_logger
-
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger(name)
 
 
 def running(pid: int) -> bool:

@@ -32,7 +32,7 @@ import json
 import math
 import statistics
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -320,6 +320,57 @@ def read_numbered(path: str | Path, name: str | None = None) -> list[tuple[int, 
 def read_jsonl(path: str | Path) -> list:
     """The JSON value on each non-empty line; DatasetError names the first line that is not JSON."""
     return [value for _, value in read_numbered(path)]
+
+
+def read_chats(path: str | Path, name: str | None = None) -> list[list[dict[str, Any]]]:
+    """The messages of each example of an OpenAI chat JSONL file, checked as the export checks
+    them (:func:`validate_examples`) and ending with the assistant's answer: else DatasetError
+    naming the file and line. The one reader of chat files (trainer, evaluation, server).
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "train.jsonl"
+    >>> write_jsonl(path, [to_chat("Title", "# Title", "sys")])
+    >>> [m["role"] for m in read_chats(path)[0]]
+    ['system', 'user', 'assistant']
+    >>> _ = path.write_text(path.read_text() + '{"messages": [{"role": "user", "content": "x"}]}')
+    >>> try:
+    ...     read_chats(path)
+    ... except DatasetError as error:
+    ...     print(error)
+    train.jsonl line 2: no assistant message (format errors: example_missing_assistant_message: 1)
+    """
+    name = name or Path(path).name
+    rows = read_numbered(path, name)
+    validate_examples([value for _, value in rows], name, [number for number, _ in rows])
+    for number, value in rows:
+        if value["messages"][-1].get("role") != "assistant":
+            raise DatasetError(name, number, "the last message is not the assistant's")
+    return [value["messages"] for _, value in rows]
+
+
+def text_pairs(path: str | Path) -> Iterator[tuple[str, str]]:
+    """(text to format, the author's Markdown) of each example of a split: its last user
+    message and its answer. Lazy: the file is read only if the pairs are used."""
+    for messages in read_chats(path):
+        users = [m["content"] for m in messages[:-1] if m["role"] == "user"]
+        if users:
+            yield users[-1], messages[-1]["content"]
+
+
+def chat_examples(path: str | Path) -> list[dict[str, str]]:
+    """Each example of a chat JSONL file as ``{"system", "plain", "reference"}``: its first
+    three messages (the shape the export writes and the evaluation scores)."""
+    examples = []
+    for messages in read_chats(path):
+        system, user, assistant = messages[:3]
+        examples.append(
+            {
+                "system": system["content"],
+                "plain": user["content"],
+                "reference": assistant["content"],
+            }
+        )
+    return examples
 
 
 def write_jsonl(path: str | Path, examples: Sequence[object]) -> None:

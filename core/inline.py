@@ -1,7 +1,7 @@
 """Canonical Markdown, written: a leaf block's inline content, escaped so it reads back as
 itself.
 
-The HTML cleaner (``tasks/clean.py``) turns a block's inline content into text with
+The HTML cleaner (``tasks/clean/``) turns a block's inline content into text with
 private-use markers for the markup (:data:`EM` ... :data:`BR`); :func:`render_inline` then
 resolves them with the whole paragraph in view, so escaping and emphasis delimiters depend
 on their neighbours, and verifies the result by parsing it back with :data:`core.markdown.MD`.

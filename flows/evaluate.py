@@ -17,7 +17,6 @@ python flows/evaluate.py [MODEL_ID]
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from datetime import UTC, datetime
@@ -25,24 +24,22 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from backends import model_folder
-from backends.local.train import file_sha256
 from backends.openai import is_openai
 from config.settings import Settings, load_settings
+from core.chat_data import chat_examples
+from core.runs import RunFolder, current_model, file_sha256, set_current_model
 from flows.runner import Backend, fan_out, flow_settings, in_data_dir, one_machine
 from tasks.evaluate import (
     break_even_note,
     decide_promotion,
     generate_answers,
     models_to_compare,
-    paired_comparisons,
     pick_one_shot,
-    read_chat_jsonl,
     read_test_examples,
     score_answers,
-    with_gap_closed,
 )
-from tasks.finetune import current_model, model_to_use, set_current_model
+from tasks.evaluate.metrics import paired_comparisons, with_gap_closed
+from tasks.finetune import model_to_use
 from tasks.report import publish_evaluation, write_report
 from tasks.store import read_examples, record_run
 
@@ -72,7 +69,7 @@ def evaluate(
     champion = current_model(data)
     challenger = model_to_use(data, model_id)
     examples = read_test_examples(data, settings.evaluate.max_examples)
-    train = read_chat_jsonl(jsonl / "train.jsonl") if (jsonl / "train.jsonl").exists() else []
+    train = chat_examples(jsonl / "train.jsonl") if (jsonl / "train.jsonl").exists() else []
     one_shot = pick_one_shot(train) if train else None
     # what generation depends on (not the training hyperparameters): keeps answers cached
     keys = ("backend", "base_model", "threads", "seed", "openai")
@@ -104,7 +101,7 @@ def evaluate(
             set_current_model(data, challenger)
     now = datetime.now(UTC)
     report = {
-        "run_id": f"{now:%Y%m%d-%H%M%S}-{model_folder(data, challenger).name[-12:]}",
+        "run_id": f"{now:%Y%m%d-%H%M%S}-{RunFolder.of(data, challenger).path.name[-12:]}",
         "created_at": now.isoformat(),
         "examples": len(examples),
         "data_sha256": file_sha256(jsonl / "test.jsonl"),
@@ -158,8 +155,7 @@ def generate_all(
 
 def finetune_cost(data_dir: str, model_id: str) -> float:
     """What fine-tuning ``model_id`` cost in USD (its model.json; local fine-tunes: 0)."""
-    path = model_folder(data_dir, model_id) / "model.json"
-    return json.loads(path.read_text()).get("cost_usd") or 0.0 if path.exists() else 0.0
+    return RunFolder.of(data_dir, model_id).read_model().get("cost_usd") or 0.0
 
 
 def articles_in_test(data_dir: str, chunks: int) -> float:

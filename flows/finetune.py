@@ -17,11 +17,11 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from backends.local.train import file_sha256
 from config.settings import load_settings
+from core.runs import file_sha256, set_current_model
 from flows.runner import Backend, flow_settings, in_data_dir
 from tasks.export import exported_split
-from tasks.finetune import finetune_model, publish_training, set_current_model
+from tasks.finetune import finetune_model, publish_training
 
 
 def cancel_remote_jobs(flow: object, flow_run: object, state: object) -> None:

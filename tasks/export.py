@@ -33,6 +33,7 @@ from core.chat_data import (
 )
 from core.errors import MissingInput
 from core.io import atomic_path
+from core.logs import run_logger
 from tasks.store import stage_examples
 
 
@@ -45,13 +46,6 @@ def exported_split(data_dir: str | Path, split: str) -> Path:
 
 
 # --- the Prefect task -----------------------------------------------------------------------
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    """The Prefect run logger inside a run, else this module's (``config.runtime.run_logger``)."""
-    from config.runtime import run_logger
-
-    return run_logger(__name__)
 
 
 def _chats_by_split(examples: list[dict], system_message: str) -> dict[str, list[dict]]:
@@ -110,7 +104,7 @@ def export_jsonl(examples: list[dict], data_dir: str, export: dict) -> dict:
     examples.parquet: every file is replaced, or none (a failed export leaves all as they
     were)."""
     cfg = export_settings(export)
-    log = _logger()
+    log = run_logger(__name__)
     by_split = _chats_by_split(examples, cfg.system_message)
     _warn_leaks(examples, log)
     if not by_split["train"]:

@@ -15,8 +15,6 @@ too (same data and settings -> same job, resumed from its checkpoint after a cra
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,12 +23,10 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
-from backends import get_backend, model_folder
-from backends.local import models_dir
+from backends import get_backend
 from core.errors import MissingInput
-from core.io import write_atomic
+from core.runs import CURRENT_JSON, RunFolder, current_model, models_dir
 
-CURRENT = "current.json"
 _listeners: list[Callable[[dict], None]] = []  # in-process watchers of training events (the CLI)
 
 
@@ -60,26 +56,15 @@ def progress_line(event: dict) -> str:
     return line
 
 
-def current_model(data_dir: str | Path) -> str | None:
-    """The model id ``pgpt format`` uses by default (None before any fine-tune)."""
-    path = models_dir(data_dir) / CURRENT
-    return json.loads(path.read_text())["model_id"] if path.exists() else None
-
-
 def model_to_use(data_dir: str | Path, model_id: str | None) -> str:
     """``model_id``, else the current model; :class:`MissingInput` when there is neither."""
     chosen = model_id or current_model(data_dir)
     if chosen is None:
-        where = models_dir(data_dir) / CURRENT
+        where = models_dir(data_dir) / CURRENT_JSON
         raise MissingInput(
             f"no fine-tuned model yet ({where}): run `pgpt finetune` or pass --model"
         )
     return chosen
-
-
-def set_current_model(data_dir: str | Path, model_id: str) -> None:
-    """Make ``model_id`` the current model."""
-    write_atomic(models_dir(data_dir) / CURRENT, json.dumps({"model_id": model_id}) + "\n")
 
 
 @task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
@@ -118,16 +103,6 @@ def finetune_model(
     return job
 
 
-def read_metrics(data_dir: str | Path, model_id: str) -> list[dict]:
-    """Rows of the run's metrics.csv (numbers parsed; empty cells None)."""
-    path = model_folder(data_dir, model_id) / "metrics.csv"
-    with path.open(newline="") as f:
-        return [
-            {k: float(v) if v not in ("", None) else None for k, v in row.items()}
-            for row in csv.DictReader(f)
-        ]
-
-
 def plot_loss(rows: list[dict], out: Path) -> Path:
     """Train and valid loss per step, as a PNG."""
     import matplotlib
@@ -152,8 +127,9 @@ def plot_loss(rows: list[dict], out: Path) -> Path:
 @task
 def publish_training(job: dict, data_dir: str) -> str:
     """Plot the loss curve (loss.png in the run folder) and publish it as Prefect artifacts."""
-    rows = read_metrics(data_dir, job["model_id"])
-    png = plot_loss(rows, model_folder(data_dir, job["model_id"]) / "loss.png")
+    run = RunFolder.of(data_dir, job["model_id"])
+    rows = run.read_metrics()
+    png = plot_loss(rows, run.loss_png)
     step = max(1, len(rows) // 50)
     create_table_artifact(
         key="pgpt-loss-curve",

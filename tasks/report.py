@@ -21,7 +21,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from core.io import write_atomic
-from tasks.evaluate import INVISIBLE_KINDS, KINDS, VISIBLE_KINDS
+from tasks.evaluate.metrics import INVISIBLE_KINDS, KINDS, VISIBLE_KINDS
 from tasks.export import summary_markdown
 
 
@@ -144,7 +144,8 @@ def metrics_rows(models: dict[str, dict]) -> list[dict]:
 def kind_rows(models: dict[str, dict], among: Sequence[str] = KINDS) -> list[dict]:
     """Structure F1 per element kind (micro over the chunks), a row per model, and the counts.
 
-    ``among``: the kinds to show (those that occur), e.g. :data:`tasks.evaluate.VISIBLE_KINDS`.
+    ``among``: the kinds to show (those that occur), e.g.
+    :data:`tasks.evaluate.metrics.VISIBLE_KINDS`.
     """
     kinds = sorted(
         {k for m in models.values() for k in m.get("structure_by_kind", {}) if k in among},

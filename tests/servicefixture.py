@@ -183,7 +183,7 @@ def start_service(tmp: Path) -> Service:
 
 
 @dataclass
-class Retrained:
+class Deployed:
     """Two retrain runs of the sample with the tiny model, started together."""
 
     service: Service
@@ -199,8 +199,8 @@ def prefect_service_fixture(tmp_path_factory):
     service.stop()
 
 
-@pytest.fixture(scope="session", name="retrained")
-def retrained_fixture(prefect_service, tiny_model, tmp_path_factory) -> Retrained:
+@pytest.fixture(scope="session", name="deployed")
+def deployed_fixture(prefect_service, tiny_model, tmp_path_factory) -> Deployed:
     """Two `retrain` deployment runs triggered at once, as two clicks on the UI's Run would."""
     tmp = tmp_path_factory.mktemp("retrain")
     profile = tmp / "tiny.yaml"
@@ -209,4 +209,4 @@ def retrained_fixture(prefect_service, tiny_model, tmp_path_factory) -> Retraine
     parameters = {"profile": str(profile), "data_dir": str(data)}
     ids = [prefect_service.run_deployment("retrain", parameters) for _ in range(2)]
     runs = sorted(prefect_service.wait(ids), key=lambda run: run["start_time"] or "")
-    return Retrained(prefect_service, data, str(profile), runs)
+    return Deployed(prefect_service, data, str(profile), runs)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.finetune import current_model
+from core.runs import current_model
 
 pytest_plugins = ["servicefixture"]  # the server, worker and runs of tests/test_deploy.py
 pytestmark = pytest.mark.slow
@@ -58,8 +58,8 @@ def screenshot(driver, path: Path) -> None:
     shutil.copyfile(path, SHOTS / path.name)
 
 
-def test_the_ui_shows_the_deployments_and_the_evaluation(browser, retrained, tmp_path):
-    service = retrained.service
+def test_the_ui_shows_the_deployments_and_the_evaluation(browser, deployed, tmp_path):
+    service = deployed.service
     browser.get(f"{service.url}/deployments")
     page_text(browser, "retrain", "ingest", "evaluate")
     screenshot(browser, tmp_path / "pgpt-ui-deployments.png")
@@ -77,7 +77,7 @@ def test_the_ui_shows_the_deployments_and_the_evaluation(browser, retrained, tmp
     )
     screenshot(browser, tmp_path / "pgpt-ui-deployment.png")
 
-    model_id = current_model(retrained.data_dir)
+    model_id = current_model(deployed.data_dir)
     (artifact,) = service.post(
         "/artifacts/filter",
         {"artifacts": {"key": {"any_": ["pgpt-evaluation"]}}, "sort": "CREATED_DESC", "limit": 1},

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import core.inline
+import core.markdown
+import tasks.clean
+import tasks.clean.render
 import tasks.examples
 from core.caching import SourceOf
 from core.markdown import markdown_to_plain
@@ -29,3 +33,10 @@ def test_examples_follow_the_plain_text_and_the_chunking_code() -> None:
     policies = tasks.examples.build_examples.cache_policy.policies
     (source,) = [p for p in policies if isinstance(p, SourceOf)]
     assert markdown_to_plain in source.functions and tasks.examples in source.functions
+
+
+def test_cleaned_pages_follow_every_step_of_the_cleaner() -> None:
+    """clean_page's own lines are a few; the records come from its steps' modules."""
+    policies = tasks.clean.clean_page.cache_policy.policies
+    functions = {f for p in policies if isinstance(p, SourceOf) for f in p.functions}
+    assert {tasks.clean, tasks.clean.render, core.markdown, core.inline} <= functions

@@ -1,4 +1,4 @@
-"""Tests for tasks/clean.py: page -> (Markdown, plain) on hand-made fixtures, escaping, fuzzing."""
+"""Tests for tasks/clean/: page -> (Markdown, plain) on hand-made fixtures, escaping, fuzzing."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from config.settings import CleanSettings
 from core.markdown import markdown_to_plain
 from tasks.clean import (
-    CONTROL,
     body_to_markdown,
     clean_page,
     extract_body,
@@ -23,6 +22,7 @@ from tasks.clean import (
     markdown_to_html,
     parse_html,
 )
+from tasks.clean.dom import CONTROL
 
 FIXTURES = Path(__file__).parent / "fixtures" / "clean"
 CHROME = [

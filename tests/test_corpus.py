@@ -17,7 +17,8 @@ from bs4 import BeautifulSoup, Tag
 from config.settings import CleanSettings
 from core.markdown import markdown_to_plain
 from core.tokens import count_tokens
-from tasks.clean import BLOCKS, clean_record, extract_body
+from tasks.clean import clean_record, extract_body
+from tasks.clean.html import BLOCKS
 from tasks.examples import _PARSER, chunk_markdown, split_blocks
 
 try:

@@ -12,7 +12,8 @@ from test_local_train import FAST, chat, write_jsonl
 import backends.local.decisions as decisions_module
 from backends.local.data import IGNORE, collate, tokenize_example
 from backends.local.model import load_model
-from backends.local.train import run_fingerprint, target_loss, train
+from backends.local.steps import target_loss
+from backends.local.train import run_fingerprint, train
 
 from tinymodel import make_tiny_model
 

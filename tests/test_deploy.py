@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.finetune import current_model
+from core.runs import current_model
 from tasks.store import read_runs
 
 from conftest import ROOT, SAMPLE
@@ -73,16 +73,16 @@ def test_a_bad_parameter_is_refused_before_anything_runs(prefect_service):
     assert "'gpu' is not one of ['local', 'openai']" in response.text
 
 
-def test_retrain_runs_complete_and_publish_their_evaluation(retrained):
-    first = retrained.runs[0]
-    assert [run["state_type"] for run in retrained.runs] == ["COMPLETED", "COMPLETED"], (
-        retrained.service.tail()
+def test_retrain_runs_complete_and_publish_their_evaluation(deployed):
+    first = deployed.runs[0]
+    assert [run["state_type"] for run in deployed.runs] == ["COMPLETED", "COMPLETED"], (
+        deployed.service.tail()
     )
-    model_id = current_model(retrained.data_dir)
+    model_id = current_model(deployed.data_dir)
     assert model_id is not None
-    subflows = retrained.service.subflow_runs(first["id"])
+    subflows = deployed.service.subflow_runs(first["id"])
     assert set(subflows) == {"ingest", "export", "finetune", "evaluate"}
-    artifacts = retrained.service.post(
+    artifacts = deployed.service.post(
         "/artifacts/filter",
         {
             "artifacts": {
@@ -99,7 +99,7 @@ def test_retrain_runs_complete_and_publish_their_evaluation(retrained):
     assert {"identity", "base", "finetuned"} <= set(rows)
     assert rows["finetuned"]["model id"] == model_id
     # both runs went into the same data dir; each recorded its champion/challenger decision
-    runs = read_runs(retrained.data_dir)
+    runs = read_runs(deployed.data_dir)
     assert [r["model_id"] for r in runs] == [model_id, model_id]
     # the artifact is the first run's report, as written to DATA/reports/<run id>/
     metrics = json.loads((Path(runs[0]["report"]) / "metrics.json").read_text())
@@ -107,14 +107,14 @@ def test_retrain_runs_complete_and_publish_their_evaluation(retrained):
     assert rows["finetuned"]["CER"] == f"{cer['mean']:.4f} [{cer['low']:.4f}, {cer['high']:.4f}]"
 
 
-def test_a_second_run_waits_for_the_first_and_reuses_its_cache(retrained):
-    first, second = retrained.runs  # by start time
-    service = retrained.service
+def test_a_second_run_waits_for_the_first_and_reuses_its_cache(deployed):
+    first, second = deployed.runs  # by start time
+    service = deployed.service
     assert when(second["start_time"]) >= when(first["end_time"])
     history = service.get(f"/flow_run_states/?flow_run_id={second['id']}")
     assert "AwaitingConcurrencySlot" in [state["name"] for state in history]
     # results persisted under DATA/prefect/results: the second run's work is all cached
-    assert any((retrained.data_dir / "prefect" / "results").iterdir())
+    assert any((deployed.data_dir / "prefect" / "results").iterdir())
     subflows = service.subflow_runs(second["id"])
     tasks = service.task_runs([run["id"] for run in subflows.values()])
     counts = Counter((t["name"].rsplit("-", 1)[0], t["state_name"]) for t in tasks)
@@ -132,19 +132,19 @@ print(json.dumps({"flow_run_id": str(state.state_details.flow_run_id), "ok": sta
 """
 
 
-def test_a_training_waits_while_another_holds_the_machines_slot(retrained, tmp_path):
+def test_a_training_waits_while_another_holds_the_machines_slot(deployed, tmp_path):
     """While the training slot of this machine is taken, a fine-tune waits; then it trains."""
     import fcntl
 
     from flows.finetune import training_lock
 
-    service, data = retrained.service, tmp_path / "data"
-    shutil.copytree(retrained.data_dir / "jsonl", data / "jsonl")
+    service, data = deployed.service, tmp_path / "data"
+    shutil.copytree(deployed.data_dir / "jsonl", data / "jsonl")
     lines: queue.Queue[str] = queue.Queue()
     with training_lock().open("a") as held:  # hold the slot as another training would
         fcntl.flock(held, fcntl.LOCK_EX)
         process = subprocess.Popen(
-            [sys.executable, "-c", TRAIN, retrained.profile, str(data)],
+            [sys.executable, "-c", TRAIN, deployed.profile, str(data)],
             cwd=ROOT,
             env=service.env,
             stdout=subprocess.PIPE,

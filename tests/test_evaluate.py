@@ -3,6 +3,9 @@ runs.parquet and champion/challenger; and faithful decoding with the tiny model.
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import inspect
 import json
 import shutil
 import sys
@@ -20,6 +23,7 @@ from config.runtime import results_in
 from config.settings import load_settings
 from core.chat_data import to_chat, write_jsonl
 from core.markdown import markdown_to_plain
+from core.runs import current_model
 from flows.evaluate import evaluate
 from flows.retrain import retrain
 from tasks.evaluate import (
@@ -28,9 +32,8 @@ from tasks.evaluate import (
     decide_promotion,
     models_to_compare,
     read_test_examples,
-    without_invisible,
 )
-from tasks.finetune import current_model
+from tasks.evaluate.ceiling import without_invisible
 from tasks.store import read_runs
 
 from conftest import SAMPLE, task_states
@@ -249,7 +252,9 @@ def test_computed_models_are_compared_and_follow_their_code(monkeypatch, tmp_pat
     ]
     # the cache key holds the source of the module that computes the answers: here this file
     assert models[2]["source_sha256"] != models[0]["source_sha256"]
-    assert models[0]["source_sha256"] == models[1]["source_sha256"]  # both tasks/evaluate.py
+    ceiling_source = inspect.getsource(importlib.import_module("tasks.evaluate.ceiling"))
+    assert models[1]["source_sha256"] == hashlib.sha256(ceiling_source.encode()).hexdigest()
+    assert models[0]["source_sha256"] != models[1]["source_sha256"]  # identity: not ceiling.py
     assert computed_model("rules") == models[2]
 
 

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from config.runtime import results_in
 from core.markdown import markdown_to_plain
+from core.runs import current_model
 from flows.ingest import ingest
 from pgpt import app
-from tasks.finetune import current_model
 from tasks.store import read_articles
 
 from conftest import SAMPLE, task_states

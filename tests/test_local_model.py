@@ -360,10 +360,10 @@ def test_smollm2_trains_a_few_steps_then_pgpt_format_answers(tmp_path: Path) -> 
 
     from backends.local import LocalBackend
     from core.markdown import markdown_to_plain
+    from core.runs import set_current_model
     from pgpt import app
     from tasks.clean import html_to_markdown
     from tasks.examples import chunk_markdown
-    from tasks.finetune import set_current_model
 
     html = sorted((ROOT / "data" / "sample" / "posts").glob("*.html"))[0].read_text()
     chunks = chunk_markdown(html_to_markdown(html), max_tokens=96)[:4]

@@ -20,29 +20,28 @@ from pathlib import Path
 import pytest
 
 from backends.local import data as data_module
+from backends.local import plan as plan_module
 from backends.local import train as train_module
+from backends.local.checkpoint import find_checkpoint
 from backends.local.data import (
     IGNORE,
     collate,
     length_grouped_batches,
-    read_examples,
     tokenize_example,
 )
 from backends.local.generate import load_for_inference
-from backends.local.train import (
-    METRICS_COLUMNS,
+from backends.local.plan import full_settings, load_split
+from backends.local.steps import (
     accumulate_gradients,
     build_model,
-    find_checkpoint,
-    full_settings,
-    load_split,
     make_optimizer,
     make_scheduler,
-    run_fingerprint,
     target_loss,
-    train,
     train_step,
 )
+from backends.local.train import run_fingerprint, train
+from core.chat_data import read_chats
+from core.runs import METRICS_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEM = "You render plain text into markdown format."
@@ -103,13 +102,16 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def test_module_doctests() -> None:
     """The worked examples in the modules' docstrings hold."""
-    for module in (data_module, train_module):
+    for module in (data_module, plan_module, train_module):
         assert doctest.testmod(module).failed == 0
 
 
 def test_importing_the_modules_does_not_import_torch() -> None:
     """Heavy imports happen inside functions: a worker imports the trainer for free."""
-    code = "import sys, backends.local.train, backends.local.data; print('torch' in sys.modules)"
+    code = (
+        "import sys, backends.local.train, backends.local.data, backends.local.steps; "
+        "print('torch' in sys.modules)"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
@@ -193,13 +195,13 @@ def test_load_split_drops_examples_left_without_target(tmp_path: Path, tokenizer
     assert (len(examples), truncated, dropped) == (1, 1, 1)
 
 
-def test_read_examples(tmp_path: Path) -> None:
+def test_read_chats(tmp_path: Path) -> None:
     """Each line's messages; a bad line is named by number."""
     path = write_jsonl(tmp_path / "a.jsonl", PAIRS[:2])
-    assert read_examples(path) == [chat(*PAIRS[0]), chat(*PAIRS[1])]
+    assert read_chats(path) == [chat(*PAIRS[0]), chat(*PAIRS[1])]
     path.write_text(path.read_text() + "\n{not json}\n")
-    with pytest.raises(ValueError, match=r"a\.jsonl:4"):
-        read_examples(path)
+    with pytest.raises(ValueError, match=r"a\.jsonl line 4"):
+        read_chats(path)
 
 
 # --- batches --------------------------------------------------------------------------------
@@ -309,7 +311,7 @@ def test_fast_dropout_is_dropout() -> None:
     """Drops a share p of the elements, scales the rest by 1/(1-p), seeded; off in eval."""
     import torch
 
-    from backends.local.train import fast_dropout_class
+    from backends.local.steps import fast_dropout_class
 
     dropout = fast_dropout_class()(0.05)
     x = torch.ones(400, 1000, requires_grad=True)
@@ -327,7 +329,7 @@ def test_fast_dropout_is_dropout() -> None:
 
 def test_build_model_uses_fast_dropout(tiny_base: Path) -> None:
     """Every LoRA layer's dropout is the fast one (7 layers x 2 blocks)."""
-    from backends.local.train import fast_dropout_class
+    from backends.local.steps import fast_dropout_class
 
     model, _ = build_model(tiny_base, full_settings(FAST))
     fast = [m for m in model.modules() if isinstance(m, fast_dropout_class())]
@@ -389,7 +391,7 @@ def test_training_lowers_the_loss_and_writes_the_run(
     # the author's rules, counted from the train split, are saved with the adapter and read
     from core.author_rules import AuthorRules
 
-    pairs = [(m[-2]["content"], m[-1]["content"]) for m in read_examples(dataset[0])]
+    pairs = [(m[-2]["content"], m[-1]["content"]) for m in read_chats(dataset[0])]
     assert merged.scaffold == AuthorRules.fit(pairs) == AuthorRules.load(run / "adapter")
 
     again: list[dict] = []  # done: model.json returned, no training (not even a model load)

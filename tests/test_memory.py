@@ -19,9 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from backends.local import plan as plan_module
+from backends.local import steps as steps_module
 from backends.local import train as train_module
 from backends.local.data import collate, split_by_tokens
-from backends.local.train import build_model, full_settings, load_split, train
+from backends.local.plan import full_settings, load_split
+from backends.local.steps import build_model
+from backends.local.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEM = "You render plain text into markdown format."
@@ -91,13 +95,13 @@ def test_training_runs_micro_batches_within_the_bound(
 ) -> None:
     """A real run: every forward/backward pass holds <= micro_batch_tokens padded tokens."""
     seen: list[tuple[int, int]] = []
-    real = train_module.accumulate_gradients
+    real = steps_module.accumulate_gradients
 
     def spy(model, micro_batches):
         seen.extend(tuple(b["input_ids"].shape) for b in micro_batches)
         return real(model, micro_batches)
 
-    monkeypatch.setattr(train_module, "accumulate_gradients", spy)
+    monkeypatch.setattr(steps_module, "accumulate_gradients", spy)
     from backends.local.model import load_model
 
     tokenizer = load_model(tiny_base, threads=1)[1]
@@ -129,7 +133,7 @@ def _saved_bytes(model, batch) -> dict[str, int]:
 
     model.train()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        train_module.target_loss(model, batch)
+        steps_module.target_loss(model, batch)
     model.eval()
     out: dict[str, int] = {}
     for dtype, nbytes in seen.values():
@@ -146,7 +150,7 @@ def test_fused_lora_dropout_saves_a_quarter_of_the_activations(
     examples, _, _ = load_split(train_jsonl, tokenizer, settings["max_seq_tokens"])
     batch = collate(examples[:2], 0)
     monkey = pytest.MonkeyPatch()
-    monkey.setattr(train_module, "use_fast_dropout", lambda model: 0)  # PEFT's nn.Dropout
+    monkey.setattr(steps_module, "use_fast_dropout", lambda model: 0)  # PEFT's nn.Dropout
     try:
         plain, _ = build_model(tiny_base, settings)
     finally:
@@ -160,7 +164,7 @@ def test_fused_lora_dropout_is_dropout_then_linear() -> None:
     """Same output and gradients (x and A) as FastDropout then Linear, on the same draws."""
     import torch
 
-    from backends.local.train import dropout_linear_class
+    from backends.local.steps import dropout_linear_class
 
     torch.manual_seed(1)
     linear = torch.nn.Linear(24, 4, bias=False)
@@ -187,7 +191,7 @@ def test_peft_state_dict_is_unchanged_by_the_fusion(tiny_base: Path) -> None:
 
     fused, _ = build_model(tiny_base, full_settings(FAST))
     monkey = pytest.MonkeyPatch()
-    monkey.setattr(train_module, "use_fast_dropout", lambda model: 0)
+    monkey.setattr(steps_module, "use_fast_dropout", lambda model: 0)
     try:
         plain, _ = build_model(tiny_base, full_settings(FAST))
     finally:
@@ -202,7 +206,7 @@ HEAP_PROBE = textwrap.dedent(
     """
     import sys
     import torch
-    from backends.local.train import tune_allocator
+    from backends.local.plan import tune_allocator
 
     if sys.argv[1] == "tuned":
         print("set", tune_allocator(256).get("mmap_threshold"))
@@ -233,7 +237,7 @@ def _probe(mode: str) -> list[str]:
 
 def test_pinned_mmap_threshold_keeps_large_blocks_off_the_heap() -> None:
     """glibc's dynamic threshold puts a 4 MB block freed-after-8 MB on the heap; pinned, not."""
-    if train_module._glibc() is None:
+    if plan_module._glibc() is None:
         pytest.skip("not glibc")
     untuned = _probe("default")
     if untuned != ["heap"]:
@@ -264,6 +268,6 @@ def test_training_tunes_the_allocator_and_frees_the_model(
     train(tmp_path / "run", train_jsonl, None, tiny_base, {**FAST, "max_steps": 2})
     gc.collect()
     assert calls == [256]  # the default, finetune.mmap_threshold_kb
-    if train_module._glibc() is not None:
-        assert train_module._allocator["mmap_threshold"] == 256 * 1024
+    if plan_module._glibc() is not None:
+        assert plan_module._allocator["mmap_threshold"] == 256 * 1024
     assert len(models) == 1 and models[0]() is None

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from core.markdown import markdown_to_plain
 from tasks.clean import html_to_markdown
-from tasks.evaluate import (
+from tasks.evaluate.ceiling import without_invisible
+from tasks.evaluate.metrics import (
     INVISIBLE_KINDS,
     KINDS,
     SUMMARY_KEYS,
@@ -31,7 +32,6 @@ from tasks.evaluate import (
     summarize_scores,
     text_cer,
     with_gap_closed,
-    without_invisible,
 )
 
 from conftest import SAMPLE
@@ -304,7 +304,7 @@ def test_bootstrap_interval_is_the_percentile_bootstrap_by_its_definition():
 
 
 def test_percentile_interpolates_between_values():
-    from tasks.evaluate import percentile
+    from tasks.evaluate.metrics import percentile
 
     assert percentile([0.0, 10.0], 0.25) == 2.5
     assert percentile([1.0, 2.0, 4.0], 0.75) == 3.0

@@ -1,6 +1,6 @@
 """The openai backend against the project's own OpenAI-compatible server, over real HTTP.
 
-The server (``backends.local.server``) runs the tiny model on a free loopback port; the
+The server (``server``) runs the tiny model on a free loopback port; the
 backend talks to it through the real ``openai`` SDK. Nothing is mocked.
 """
 
@@ -53,7 +53,7 @@ def write_dataset(folder: Path, topic: str, n_train: int = 12) -> tuple[str, str
 @pytest.fixture(scope="module")
 def server(tiny_model, tmp_path_factory):
     """``pgpt serve``'s app on a free port, training the tiny model; (base URL, data dir)."""
-    from backends.local.server import create_app, serve_in_thread
+    from server.app import create_app, serve_in_thread
 
     folder = tmp_path_factory.mktemp("server")
     profile = folder / "server.yaml"
@@ -197,13 +197,14 @@ def test_finetune_follow_and_chat(server, tiny_model, tmp_path, key_env):
     assert [e["step"] for e in steps] == list(range(1, steps[-1]["total_steps"] + 1))
     assert events[-1] == {"type": "end", "status": "succeeded", "model_id": job["model_id"]}
     assert record_of(backend, job_id)["status"] == "succeeded"
-    from backends import model_folder
-    from tasks.finetune import read_metrics
+    from core.runs import RunFolder
 
-    rows = read_metrics(backend.data_dir, job["model_id"])
+    rows = RunFolder.of(backend.data_dir, job["model_id"]).read_metrics()
     assert [r["step"] for r in rows] == [float(e["step"]) for e in steps]
     assert rows[-1]["valid_loss"] is not None  # the server measured validation loss
-    saved = json.loads((model_folder(backend.data_dir, job["model_id"]) / "model.json").read_text())
+    saved = json.loads(
+        (RunFolder.of(backend.data_dir, job["model_id"]).path / "model.json").read_text()
+    )
     assert saved["job_id"] == job_id and saved["steps"] == steps[-1]["step"]
 
     plain = markdown_to_plain(chat_examples(1, "follow")[0]["messages"][2]["content"])
@@ -355,7 +356,7 @@ def test_retrain_flow_with_the_openai_backend(
     assert report["decision"]["promote"] is True
     runs = pd.read_parquet(data / "parquet" / "runs.parquet")
     assert runs["model_id"].tolist() == [model_id]
-    from tasks.finetune import current_model
+    from core.runs import current_model
 
     assert current_model(data) == model_id
     assert Path(result["finetune"]["loss_png"]).is_file()

@@ -66,7 +66,7 @@ FIXTURES = {
         "Sizes.\n\n| a | b |\n| --- | --- |\n| 1 | 2 |\n\n| x | y | z |\n"
         "| --- | --- | --- |\n| 7 | 8 | 9 |",
     ),
-    "prose left alone, escaped as clean.py escapes": (
+    "prose left alone, escaped as the cleaner escapes": (
         "It costs 2 * 3 = 6 of *them*, see a_b and <b>.\n\n"
         "1. Not a list, just text that starts with a number.\n\n"
         "- Not an item either, only a dash that starts this sentence.",

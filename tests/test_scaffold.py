@@ -15,8 +15,8 @@ from backends.local import scaffold as scaffold_module
 from backends.local.faithful import MARKUP, SPACE
 from backends.local.generate import generate
 from backends.local.model import load_model
+from backends.local.plan import load_split
 from backends.local.scaffold import scaffolded
-from backends.local.train import load_split
 from core.rules import rules_markdown
 
 PLAIN = "Tools\n\nUse small tools, all of them:\n\nhammers\nsaws\n\nThat is all there is to it."

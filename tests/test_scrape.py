@@ -1,4 +1,4 @@
-"""Tests for tasks/scrape.py against a real HTTP server on 127.0.0.1 (tests/sitefixture.py)."""
+"""Tests for tasks/scrape/ against a real HTTP server on 127.0.0.1 (tests/sitefixture.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ import pytest
 from bs4 import BeautifulSoup
 
 from config.settings import ScrapeSettings
-from tasks import scrape
 from tasks.scrape import (
     FetchError,
     TransientFetchError,
@@ -29,6 +28,7 @@ from tasks.scrape import (
     list_local,
     read_feed,
 )
+from tasks.scrape import http as scrape_http
 
 from sitefixture import Response, Site, serve, site_fixture  # noqa: F401  (the "site" fixture)
 
@@ -53,9 +53,9 @@ def settings(**overrides: object) -> dict:
 @pytest.fixture(autouse=True)
 def _fresh_hosts():
     """Each test starts with no remembered robots.txt or per-host request times."""
-    scrape.reset_host_state()
+    scrape_http.reset_host_state()
     yield
-    scrape.reset_host_state()
+    scrape_http.reset_host_state()
 
 
 def sha(data: bytes) -> str:
@@ -267,14 +267,14 @@ def test_per_host_delay_holds_across_threads(site: Site):
 
 def test_retry_after_http_date_and_backoff_bounds():
     later = formatdate(time.time() + 30, usegmt=True)
-    assert 25 <= scrape._retry_after(later) <= 31
-    assert scrape._retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
-    assert scrape._retry_after("soon") is None
+    assert 25 <= scrape_http._retry_after(later) <= 31
+    assert scrape_http._retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
+    assert scrape_http._retry_after("soon") is None
     cfg = settings(backoff_base_s=1.0, backoff_max_s=60.0)
     for attempt in range(4):
-        assert 2**attempt <= scrape._backoff_s(attempt, None, cfg) <= 1.5 * 2**attempt
-    assert scrape._backoff_s(0, 30.0, cfg) == 30.0
-    assert scrape._backoff_s(10, 3600.0, cfg) == 60.0
+        assert 2**attempt <= scrape_http._backoff_s(attempt, None, cfg) <= 1.5 * 2**attempt
+    assert scrape_http._backoff_s(0, 30.0, cfg) == 30.0
+    assert scrape_http._backoff_s(10, 3600.0, cfg) == 60.0
 
 
 # --- fetch_url: storage and conditional GET ------------------------------------------------

@@ -1,4 +1,4 @@
-"""``backends.local.server``: OpenAI's REST API over the local model, through the real SDK.
+"""``server``: OpenAI's REST API over the local model, through the real SDK.
 
 Real HTTP on 127.0.0.1 (uvicorn in a thread), the real ``openai`` client, the tiny random
 Llama (``tiny_model``) as the base model, and real trainer subprocesses: a job is uploaded,
@@ -24,8 +24,8 @@ import openai
 import pytest
 
 from backends.local import LocalBackend
-from backends.local.server import create_app, serve_in_thread
 from config.settings import load_settings
+from server.app import create_app, serve_in_thread
 
 SYSTEM = "You render plain text into markdown format."
 PAIRS = [
@@ -628,7 +628,7 @@ def test_job_interrupted_by_a_server_stop_resumes_on_the_next_start(tmp_path, ti
 
 
 def test_import_does_not_load_torch():
-    code = "import sys, backends.local.server; print('torch' in sys.modules)"
+    code = "import sys, server.app; print('torch' in sys.modules)"
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root

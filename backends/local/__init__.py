@@ -3,8 +3,7 @@
 A job is identified by what it depends on (the dataset's sha256, the base model and the
 hyperparameters), so starting the same fine-tune twice finds the same job, and following a
 job that was interrupted resumes it from its last checkpoint. Its model id doubles as the
-job id and names the run folder ``DATA/models/<model id>/`` (adapter, metrics.csv,
-model.json, job.json).
+job id and names the run folder ``DATA/models/<model id>/`` (``core.runs.RunFolder``).
 
 >>> LocalBackend.model_id_for("smollm2-135m-instruct", "personal", "0123456789abcdef")
 'smollm2-135m-instruct-personal-0123456789ab'
@@ -12,22 +11,15 @@ model.json, job.json).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from backends.base import Event, Job
-from core.io import write_atomic
+from core.runs import JobSpec, RunFolder
 
-JOB_JSON = "job.json"
-MODEL_JSON = "model.json"
-
-
-def models_dir(data_dir: str | Path) -> Path:
-    """``DATA/models``: every run folder, and the base models under ``base/``."""
-    return Path(data_dir) / "models"
+LOCAL_ID = r"[a-z0-9.-]+"  # a local model id (base name, suffix, fingerprint): its folder name
 
 
 def base_model_id(base_model: str) -> str:
@@ -54,40 +46,39 @@ class LocalBackend:
         """``<base name>-<suffix>-<12 hex>``: readable, unique per data and settings."""
         return f"{base_model_id(base_model)}-{suffix}-{fingerprint[:12]}"
 
-    def run_dir(self, model_id: str) -> Path:
+    def run_folder(self, model_id: str) -> RunFolder:
         """The run folder of a model (and of the job that makes it)."""
-        if not re.fullmatch(r"[a-z0-9.-]+", model_id):
+        if not re.fullmatch(LOCAL_ID, model_id):
             raise ValueError(f"not a local model id: {model_id!r}")
-        return models_dir(self.data_dir) / model_id
+        return RunFolder.of(self.data_dir, model_id)
 
     def start_finetune(self, train: str, valid: str | None, suffix: str = "personal") -> str:
         """Write the job (once) for this data and these settings; its id."""
         from backends.local.model import base_model_dir
-        from backends.local.train import file_sha256, run_fingerprint
+        from backends.local.train import run_fingerprint
+        from core.runs import file_sha256
 
         base_dir = base_model_dir(self.settings["base_model"], self.data_dir)
         # the trainer's own fingerprint: threads or checkpoint spacing don't make a new job
         fingerprint = run_fingerprint(file_sha256(train, valid), base_dir, self.settings)
         job_id = self.model_id_for(self.settings["base_model"], suffix, fingerprint)
-        job_path = self.run_dir(job_id) / JOB_JSON
-        if not job_path.exists():
-            job = {
-                "id": job_id,
-                "train": str(Path(train).resolve()),
-                "valid": str(Path(valid).resolve()) if valid else None,
-                "base_dir": str(base_dir),
-                "settings": self.settings,
-            }
-            write_atomic(job_path, json.dumps(job, indent=2) + "\n")
+        spec = JobSpec(
+            id=job_id,
+            train=str(Path(train).resolve()),
+            valid=str(Path(valid).resolve()) if valid else None,
+            base_dir=str(base_dir),
+            settings=self.settings,
+        )
+        self.run_folder(job_id).write_job(spec)
         return job_id
 
     def get_job(self, job_id: str) -> Job:
         """Succeeded once model.json exists; else queued (or resumable from a checkpoint)."""
-        run_dir = self.run_dir(job_id)
-        if not (run_dir / JOB_JSON).exists():
-            raise KeyError(f"no local fine-tuning job {job_id!r} in {run_dir.parent}")
-        done = (run_dir / MODEL_JSON).exists()
-        metrics = json.loads((run_dir / MODEL_JSON).read_text()) if done else {}
+        run = self.run_folder(job_id)
+        if not run.has_job():
+            raise KeyError(f"no local fine-tuning job {job_id!r} in {run.path.parent}")
+        done = run.is_done()
+        metrics = run.read_model()
         return {
             "id": job_id,
             "status": "succeeded" if done else "queued",
@@ -100,15 +91,9 @@ class LocalBackend:
         """Train (or resume) in this process until done; the finished job."""
         from backends.local.train import train
 
-        job = json.loads((self.run_dir(job_id) / JOB_JSON).read_text())
-        train(
-            self.run_dir(job_id),
-            job["train"],
-            job["valid"],
-            job["base_dir"],
-            job["settings"],
-            on_event=on_event,
-        )
+        run = self.run_folder(job_id)
+        job = run.read_job()
+        train(run.path, job.train, job.valid, job.base_dir, job.settings, on_event=on_event)
         return self.get_job(job_id)
 
     def complete(
@@ -146,8 +131,6 @@ class LocalBackend:
         from backends.local.model import base_model_dir
 
         threads = self.settings.get("threads", 0)
-        run_dir = models_dir(self.data_dir) / model_id
-        if re.fullmatch(r"[a-z0-9.-]+", model_id) and (run_dir / MODEL_JSON).exists():
-            job = json.loads((run_dir / JOB_JSON).read_text())
-            return load_for_inference(Path(job["base_dir"]), run_dir / "adapter", threads)
+        if re.fullmatch(LOCAL_ID, model_id) and (run := self.run_folder(model_id)).is_done():
+            return load_for_inference(Path(run.read_job().base_dir), run.adapter, threads)
         return load_for_inference(base_model_dir(model_id, self.data_dir), None, threads)

@@ -133,10 +133,10 @@ def calibrate(
     """How ``model`` decodes best: what it reads (``scaffold``) and the markup bias its valid
     split chose, with what the bias was chosen on (``decoding.json``). ``limit``: at most that
     many valid examples, spread over the split (``finetune.max_valid_examples``)."""
-    from backends.local.data import read_examples
+    from core.chat_data import read_chats
     from core.sample import spread
 
-    examples = spread(read_examples(valid_jsonl), limit) if valid_jsonl else []
+    examples = spread(read_chats(valid_jsonl), limit) if valid_jsonl else []
     margins = line_start_margins(model, tokenizer, examples, scaffold) if examples else []
     bias, f1_zero, f1_best = choose_bias(margins)
     return {

@@ -24,10 +24,7 @@ row), because the activations autograd keeps for the backward pass grow with the
 
 from __future__ import annotations
 
-import json
 import random
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 IGNORE = -100  # label of a position the loss skips (PyTorch's cross_entropy ignore_index)
@@ -35,33 +32,6 @@ END_OF_TURN = "<|im_end|>"  # ChatML's end of a turn: the assistant's stop token
 MEGA_CHUNK = 50  # batches per length-sorted chunk (HF's LengthGroupedSampler uses 50)
 
 Messages = list[dict[str, str]]
-
-
-def read_examples(jsonl_path: str | Path) -> list[Messages]:
-    """The ``messages`` list of every line of an OpenAI chat JSONL file (blank lines skipped)."""
-    path = Path(jsonl_path)
-    examples: list[Messages] = []
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                messages = json.loads(line)["messages"]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}:{number}: not a chat example ({e})") from e
-            if not messages or messages[-1].get("role") != "assistant":
-                raise ValueError(f"{path}:{number}: the last message is not the assistant's")
-            examples.append(messages)
-    return examples
-
-
-def text_pairs(jsonl_path: str | Path) -> Iterator[tuple[str, str]]:
-    """(text to format, the author's Markdown) of each example of a split: its last user
-    message and its answer. Lazy: the file is read only if the pairs are used."""
-    for messages in read_examples(jsonl_path):
-        users = [m["content"] for m in messages[:-1] if m["role"] == "user"]
-        if users:
-            yield users[-1], messages[-1]["content"]
 
 
 def end_of_turn_id(tokenizer: Any) -> int:

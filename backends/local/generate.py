@@ -10,7 +10,7 @@ new tokens comes from the length of its last message (the text to format, not th
 message, which may hold a one-shot example); a batch generates for its largest budget, but
 each answer is cut to its OWN budget, so it never depends on the batch or the others.
 
-For a server (``backends.local.server``) the same function also samples (``temperature`` >
+For a server (``server``) the same function also samples (``temperature`` >
 0, ``top_p``, ``seed``), streams one conversation's tokens (``streamer``), stops early when
 ``should_stop()`` turns true, and reports token counts and why each answer ended
 (``details``). Left at their defaults these change nothing.

