@@ -155,6 +155,7 @@ def split_block(block: str, max_tokens: int) -> list[str]:
         ends = [*starts[1:], len(lines)]
         items = ["\n".join(lines[a:b]) for a, b in zip(starts, ends, strict=True)]
         pieces = pack(items, lambda ls: "\n".join(ls).strip("\n"), max_tokens)
+        pieces = pieces[:1] + [numbered_from_one(piece) for piece in pieces[1:]]
     elif first.type == "table_open":
         pieces = pack(lines[2:], lambda ls: "\n".join([*lines[:2], *ls]), max_tokens)
     elif first.type == "blockquote_open" and all(line.startswith(">") for line in lines):
@@ -168,6 +169,48 @@ def split_block(block: str, max_tokens: int) -> list[str]:
         for piece in pieces
     )
     return pieces if pieces and same_kind else [block]
+
+
+ITEM_NUMBER = re.compile(r"( {0,3})(\d{1,9})(?=[.)])")
+
+
+def numbered_from_one(piece: str) -> str:
+    r"""A piece of a cut ordered list numbered from 1, its items' other lines re-indented to
+    the new markers: a chunk is read on its own, and its plain text cannot show that its
+    list went on from an earlier chunk. Anything else is returned as it is.
+
+    >>> print(numbered_from_one("9. nine\n10. ten\n    more of ten"))
+    1. nine
+    2. ten
+       more of ten
+    """
+    tokens = _PARSER.parse(piece)
+    if not tokens or tokens[0].type != "ordered_list_open":
+        return piece
+    lines = piece.split("\n")
+    items = [t.map for t in tokens if t.type == "list_item_open" and t.level == 1]
+    for n, (start, end) in enumerate(items, 1):
+        found = ITEM_NUMBER.match(lines[start])
+        if not found:
+            return piece
+        shift = len(str(n)) - len(found[2])
+        lines[start] = f"{found[1]}{n}{lines[start][found.end() :]}"
+        for i in range(start + 1, end):
+            if shift > 0 and lines[i]:
+                lines[i] = " " * shift + lines[i]
+            elif shift < 0 and lines[i].startswith(" " * -shift):
+                lines[i] = lines[i][-shift:]
+    renumbered = "\n".join(lines)
+    return renumbered if same_blocks(renumbered, piece) else piece
+
+
+def same_blocks(one: str, other: str) -> bool:
+    """Whether two Markdown texts parse to the same blocks and text (a list's start aside)."""
+
+    def shape(markdown: str) -> list[tuple[str, int, str]]:
+        return [(t.type, t.level, t.content) for t in _PARSER.parse(markdown)]
+
+    return shape(one) == shape(other)
 
 
 def chunk_markdown(markdown: str, max_tokens: int) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 from core.markdown import markdown_to_plain
@@ -70,13 +71,23 @@ def test_a_code_block_over_budget_is_cut_at_its_lines_and_fenced_again():
     assert chunks[-1] == "```python\nx30 = 30\n```\n\nOutro."  # the last piece packs on
 
 
-def test_a_list_is_cut_at_its_top_level_items_and_keeps_its_numbers():
-    items = [f"{i}. item number {i}\n   - its child {i}" for i in range(1, 9)]
+def test_a_list_is_cut_at_its_top_level_items_and_each_piece_is_numbered_from_one():
+    """A chunk is read on its own: its plain text cannot show that a list went on from an
+    earlier chunk, so each piece of a cut ordered list counts from 1 (its first piece keeps
+    the author's start), its items' other lines re-indented to the new markers."""
+    items = [f"{i}. item number {i}\n{' ' * len(f'{i}. ')}- its child {i}" for i in range(1, 13)]
     pieces = split_block("\n".join(items), max_tokens=30)
-    assert len(pieces) > 1 and all(count_tokens(p) <= 30 for p in pieces)
-    assert "\n".join(pieces) == "\n".join(items)  # cut only between top-level items
-    assert all(p.startswith(tuple(f"{i}. " for i in range(1, 9))) for p in pieces)
-    assert pieces[1].startswith(f"{pieces[0].count('child') + 1}. ")  # numbering goes on
+    assert len(pieces) > 2 and all(count_tokens(p) <= 30 for p in pieces)
+    children = [re.findall(r"- its child (\d+)", piece) for piece in pieces]
+    assert [kid for kids in children for kid in kids] == [str(i) for i in range(1, 13)]
+    for piece, kids in zip(pieces, children, strict=True):
+        expected = [f"{n}. item number {kid}\n{' ' * len(f'{n}. ')}- its child {kid}"
+                    for n, kid in enumerate(kids, 1)]  # fmt: skip
+        assert piece == "\n".join(expected)
+        assert markdown_to_plain(piece).count("its child") == len(kids)  # children kept
+    assert split_block("3. c\n4. d", max_tokens=30) == ["3. c\n4. d"]  # not cut: as written
+    later = split_block("\n".join(f"{i}. item number {i}" for i in range(5, 17)), max_tokens=20)
+    assert later[0].startswith("5. ") and all(p.startswith("1. ") for p in later[1:])
 
 
 def test_a_table_is_cut_at_its_rows_with_the_header_repeated():
