@@ -7,8 +7,8 @@ already there instead of paying for or computing a second one.
 
     backend = get_backend(settings)             # backends.get_backend
     job_id = backend.start_finetune("train.jsonl", "valid.jsonl", suffix="personal")
-    job = backend.follow(job_id, on_event=print)   # blocks until the job ends
-    backend.complete(job["model_id"], [[{"role": "user", "content": "Hello"}]])
+    job = backend.follow(job_id, on_event=print)   # blocks until the job ends: a Job
+    backend.complete(job.model_id, [[{"role": "user", "content": "Hello"}]])
 
 Backends: ``local`` (``backends.local``: LoRA on the CPU) and ``openai`` (``backends.openai``:
 OpenAI's API or any OpenAI-compatible URL, e.g. ``pgpt serve``). A backend that is paid per
@@ -18,11 +18,45 @@ token also has ``usage_cost(model_id) -> float``: USD of its ``complete`` calls 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
 
-Event = dict  # {"type": "step" | "valid" | "checkpoint" | "status" | "end", ...}
-Job = dict  # {"id", "status", "model_id", "error", "metrics": {...}}
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+
+@dataclass
+class Job:
+    """A fine-tuning job as every backend reports it (OpenAI's statuses and names).
+
+    >>> job = Job("ft-1", "succeeded", model_id="ft:smollm2:personal", metrics={"steps": 3})
+    >>> job.done, job.as_dict()["model_id"]
+    (True, 'ft:smollm2:personal')
+    """
+
+    id: str
+    status: str  # validating_files, queued, running, succeeded, failed or cancelled
+    model_id: str | None = None  # the fine-tuned model: set once the job succeeded
+    error: str | None = None  # why it failed: "code: message"
+    metrics: dict[str, Any] = field(default_factory=dict)  # steps, tokens_seen, losses, cost_usd
+
+    @property
+    def done(self) -> bool:
+        """Whether the job has ended (succeeded, failed or cancelled)."""
+        return self.status in TERMINAL
+
+    def as_dict(self) -> dict[str, Any]:
+        """The job as JSON-shaped data (a flow's result, a report)."""
+        return asdict(self)
+
+
+# A training event while a job is followed: ``{"type": ..., ...}``, its fields by type:
+# start (step, total_steps, n_train, n_valid, resumed), step (step, total_steps, loss,
+# tokens_per_s, eta_s, lr), valid (step, valid_loss), checkpoint (step, path), status (level,
+# message: OpenAI's job events), calibrated (the markup bias), end (status, model_id, the
+# model.json summary). A plain dict on purpose: events are JSON lines that go as they are from
+# the trainer's stdout to the train log, the Prefect logs, the CLI's bar and the server's job
+# events; a class per type would be converted back and forth at each of those hops.
+Event = dict[str, Any]
 
 
 class Backend(Protocol):

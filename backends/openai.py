@@ -261,23 +261,23 @@ class OpenAIBackend:
         return next((r for r in self.records() if r.get("job_id") == job_id), None)
 
     def get_job(self, job_id: str) -> Job:
-        """The job's state, as ``backends.base.Job``."""
+        """The job's state."""
         return self._job(self.client.fine_tuning.jobs.retrieve(job_id))
 
     def _job(self, job: Any) -> Job:
         error = f"{job.error.code}: {job.error.message}" if job.error and job.error.code else None
         price = price_for(job.model, self.prices)
         trained = job.trained_tokens
-        return {
-            "id": job.id,
-            "status": job.status,
-            "model_id": job.fine_tuned_model,
-            "error": error,
-            "metrics": {
+        return Job(
+            id=job.id,
+            status=job.status,
+            model_id=job.fine_tuned_model,
+            error=error,
+            metrics={
                 "trained_tokens": trained,
                 "cost_usd": trained * price.training / 1e6 if trained and price else 0.0,
             },
-        }
+        )
 
     def follow(self, job_id: str, on_event: Callable[[Event], None] | None = None) -> Job:
         """Poll the job (backing off) until it ends, passing its events on; the final job.
@@ -365,7 +365,7 @@ class OpenAIBackend:
         run.write_metrics(rows)
         train_losses = [r["train_loss"] for r in rows if r.get("train_loss") is not None]
         valid_losses = [r["valid_loss"] for r in rows if r.get("valid_loss") is not None]
-        result["metrics"].update(
+        result.metrics.update(
             steps=max((r["step"] for r in rows), default=0),
             tokens_seen=job.trained_tokens,
             final_train_loss=train_losses[-1] if train_losses else None,
@@ -380,7 +380,7 @@ class OpenAIBackend:
             "base_url": self.openai.base_url,
             "training_file": job.training_file,
             "validation_file": job.validation_file,
-            **result["metrics"],
+            **result.metrics,
         }
         run.write_model(record)
 

@@ -96,9 +96,7 @@ def child_train(data_dir: Path, steps: int | None, threads: int | None, timeline
         print(json.dumps({**row, "rss_gb": rss_kb() / 1e6}), flush=True)
 
     job = backend.follow(job_id, on_event=on_event)
-    print(
-        json.dumps({"type": "done", "model_id": job["model_id"], "hwm_gb": rss_kb("VmHWM") / 1e6})
-    )
+    print(json.dumps({"type": "done", "model_id": job.model_id, "hwm_gb": rss_kb("VmHWM") / 1e6}))
 
 
 # --- parent ----------------------------------------------------------------------------------

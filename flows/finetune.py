@@ -93,8 +93,8 @@ def finetune(
         )
     loss_png = publish_training(job, str(settings.data_dir))
     if make_current:
-        set_current_model(settings.data_dir, job["model_id"])
-    return {**job, "loss_png": loss_png}
+        set_current_model(settings.data_dir, job.model_id)
+    return {**job.as_dict(), "loss_png": loss_png}  # a flow's result: JSON-shaped
 
 
 if __name__ == "__main__":

@@ -24,14 +24,15 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from backends import get_backend
+from backends.base import Event, Job
 from core.errors import MissingInput
 from core.runs import CURRENT_JSON, RunFolder, current_model, models_dir
 
-_listeners: list[Callable[[dict], None]] = []  # in-process watchers of training events (the CLI)
+_listeners: list[Callable[[Event], None]] = []  # in-process watchers of training events (the CLI)
 
 
 @contextmanager
-def training_events(listener: Callable[[dict], None]) -> Iterator[None]:
+def training_events(listener: Callable[[Event], None]) -> Iterator[None]:
     """Send every training event of this process to ``listener`` (e.g. a progress bar)."""
     _listeners.append(listener)
     try:
@@ -40,7 +41,7 @@ def training_events(listener: Callable[[dict], None]) -> Iterator[None]:
         _listeners.remove(listener)
 
 
-def progress_line(event: dict) -> str:
+def progress_line(event: Event) -> str:
     """One line for a training event: step, loss, tokens/s and ETA."""
     if event["type"] == "status":  # a job event of the openai backend
         return event["message"]
@@ -75,7 +76,7 @@ def finetune_model(
     finetune: dict,
     data_dir: str,
     prices: dict | None = None,
-) -> dict:
+) -> Job:
     """Fine-tune on train/valid JSONL with the configured backend; the finished job.
 
     ``prices``: ``export.prices`` (the openai backend's budget check and cost).
@@ -88,7 +89,7 @@ def finetune_model(
     )
     every = {"n": 1}
 
-    def on_event(event: dict) -> None:
+    def on_event(event: Event) -> None:
         for listener in _listeners:
             listener(event)
         if event["type"] == "step" and event.get("total_steps"):
@@ -98,8 +99,8 @@ def finetune_model(
         logger.info(progress_line(event))
 
     job = backend.follow(job_id, on_event=on_event)
-    if job["status"] != "succeeded":
-        raise RuntimeError(f"fine-tuning job {job_id} {job['status']}: {job['error']}")
+    if job.status != "succeeded":
+        raise RuntimeError(f"fine-tuning job {job_id} {job.status}: {job.error}")
     return job
 
 
@@ -125,22 +126,22 @@ def plot_loss(rows: list[dict], out: Path) -> Path:
 
 
 @task
-def publish_training(job: dict, data_dir: str) -> str:
+def publish_training(job: Job, data_dir: str) -> str:
     """Plot the loss curve (loss.png in the run folder) and publish it as Prefect artifacts."""
-    run = RunFolder.of(data_dir, job["model_id"])
+    run = RunFolder.of(data_dir, job.model_id)
     rows = run.read_metrics()
     png = plot_loss(rows, run.loss_png)
     step = max(1, len(rows) // 50)
     create_table_artifact(
         key="pgpt-loss-curve",
         table=rows[::step] + rows[-1:],
-        description=f"Training loss of {job['model_id']}",
+        description=f"Training loss of {job.model_id}",
     )
-    m = job["metrics"]
+    m = job.metrics
     create_markdown_artifact(
         key="pgpt-finetune",
         markdown=(
-            f"## Fine-tuned `{job['model_id']}`\n\n"
+            f"## Fine-tuned `{job.model_id}`\n\n"
             f"| steps | tokens seen | wall time (s) | final train loss | final valid loss |\n"
             f"| --- | --- | --- | --- | --- |\n"
             f"| {m.get('steps')} | {m.get('tokens_seen')} | {m.get('wall_time_s')} "

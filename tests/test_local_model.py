@@ -393,8 +393,8 @@ def test_smollm2_trains_a_few_steps_then_pgpt_format_answers(tmp_path: Path) -> 
 
     backend = LocalBackend(tmp_path, FinetuneSettings(**settings).model_dump())
     job = backend.follow(backend.start_finetune(str(train), None))
-    assert job["status"] == "succeeded" and job["metrics"]["steps"] == 2
-    set_current_model(tmp_path, job["model_id"])
+    assert job.status == "succeeded" and job.metrics["steps"] == 2
+    set_current_model(tmp_path, job.model_id)
 
     plain = "Why I keep a journal\nIt helps me think. It also helps me remember."
     result = CliRunner().invoke(app, ["--data-dir", str(tmp_path), "format", "-"], input=plain)

@@ -191,29 +191,29 @@ def test_finetune_follow_and_chat(server, tiny_model, tmp_path, key_env):
     assert len(server_jobs(backend, record["training_file"])) == 1
     events: list[dict] = []
     job = backend.follow(job_id, on_event=events.append)
-    assert job["status"] == "succeeded", job
-    assert job["model_id"].startswith(f"ft:{tiny_model.name}:personal:personal:")
+    assert job.status == "succeeded", job
+    assert job.model_id.startswith(f"ft:{tiny_model.name}:personal:personal:")
     steps = [e for e in events if e["type"] == "step"]
     assert [e["step"] for e in steps] == list(range(1, steps[-1]["total_steps"] + 1))
-    assert events[-1] == {"type": "end", "status": "succeeded", "model_id": job["model_id"]}
+    assert events[-1] == {"type": "end", "status": "succeeded", "model_id": job.model_id}
     assert record_of(backend, job_id)["status"] == "succeeded"
     from core.runs import RunFolder
 
-    rows = RunFolder.of(backend.data_dir, job["model_id"]).read_metrics()
+    rows = RunFolder.of(backend.data_dir, job.model_id).read_metrics()
     assert [r["step"] for r in rows] == [float(e["step"]) for e in steps]
     assert rows[-1]["valid_loss"] is not None  # the server measured validation loss
     saved = json.loads(
-        (RunFolder.of(backend.data_dir, job["model_id"]).path / "model.json").read_text()
+        (RunFolder.of(backend.data_dir, job.model_id).path / "model.json").read_text()
     )
     assert saved["job_id"] == job_id and saved["steps"] == steps[-1]["step"]
 
     plain = markdown_to_plain(chat_examples(1, "follow")[0]["messages"][2]["content"])
     chat = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": plain}]
-    raw = backend.complete(job["model_id"], [chat, chat])
+    raw = backend.complete(job.model_id, [chat, chat])
     assert raw[0] == raw[1] and isinstance(raw[0], str)  # greedy: the same answer twice
     assert backend.usage["prompt_tokens"] > 0 and backend.usage["completion_tokens"] > 0
-    assert backend.usage_cost(job["model_id"]) == 0.0  # not on OpenAI's price list
-    faithful = backend.complete(job["model_id"], [chat], faithful=True)[0]
+    assert backend.usage_cost(job.model_id) == 0.0  # not on OpenAI's price list
+    faithful = backend.complete(job.model_id, [chat], faithful=True)[0]
     # the server decoded under the constraint: the input's words, in order, only markup added
     # (the random tiny model spends its token budget on markup, so the answer may stop early)
     letters = re.compile(r"[^A-Za-z]")  # markup (and list numbers) may go anywhere
@@ -246,10 +246,10 @@ def test_follower_killed_mid_job_resumes_the_same_job(server, tiny_model, tmp_pa
     follower.kill()
     follower.wait()
     recorded = backend.records()[0]["job_id"]
-    assert backend.get_job(recorded)["status"] not in ("cancelled", "failed")  # kill != cancel
+    assert backend.get_job(recorded).status not in ("cancelled", "failed")  # kill != cancel
     job_id = backend.start_finetune(train, valid)
     assert job_id == recorded
-    assert backend.follow(job_id)["status"] == "succeeded"
+    assert backend.follow(job_id).status == "succeeded"
     assert len(server_jobs(backend, backend.records()[0]["training_file"])) == 1
 
 
@@ -278,7 +278,7 @@ def test_interrupting_follow_cancels_the_job(server, tiny_model, tmp_path, key_e
 
     with pytest.raises(KeyboardInterrupt):
         backend.follow(job_id, on_event=stop)
-    assert backend.get_job(job_id)["status"] == "cancelled"
+    assert backend.get_job(job_id).status == "cancelled"
     assert record_of(backend, job_id)["status"] == "cancelled"
 
 
@@ -290,7 +290,7 @@ def test_cancellation_hook_cancels_the_flow_runs_job(server, tiny_model, tmp_pat
     backend._update_record(job_id, flow_run_id="run-1")
     assert backend.cancel_jobs_of_flow_run("run-2") == []
     assert backend.cancel_jobs_of_flow_run("run-1") == [job_id]
-    assert backend.get_job(job_id)["status"] == "cancelled"
+    assert backend.get_job(job_id).status == "cancelled"
 
 
 def test_a_bad_file_is_refused_before_upload(server, tiny_model, tmp_path, key_env):

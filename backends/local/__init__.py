@@ -79,13 +79,12 @@ class LocalBackend:
             raise KeyError(f"no local fine-tuning job {job_id!r} in {run.path.parent}")
         done = run.is_done()
         metrics = run.read_model()
-        return {
-            "id": job_id,
-            "status": "succeeded" if done else "queued",
-            "model_id": job_id if done else None,
-            "error": None,
-            "metrics": metrics,
-        }
+        return Job(
+            id=job_id,
+            status="succeeded" if done else "queued",
+            model_id=job_id if done else None,
+            metrics=metrics,
+        )
 
     def follow(self, job_id: str, on_event: Callable[[Event], None] | None = None) -> Job:
         """Train (or resume) in this process until done; the finished job."""

@@ -16,6 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from backends.base import Event
 from backends.local.data import (
     length_grouped_batches,
     tokenize_example,
@@ -25,7 +26,6 @@ from core.chat_data import read_chats
 
 MAX_GRAD_NORM = 1.0
 
-Event = dict[str, Any]
 OnEvent = Callable[[Event], None]
 
 
