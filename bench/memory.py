@@ -84,9 +84,9 @@ def child_train(data_dir: Path, steps: int | None, threads: int | None, timeline
     backend = LocalBackend(data_dir, settings)
     last["event"] = "convert"
     job_id = backend.start_finetune(str(jsonl / "train.jsonl"), str(jsonl / "valid.jsonl"))
-    for name in ("model.json", "checkpoint"):  # train from scratch, even in a reused data dir
-        shutil.rmtree(backend.run_folder(job_id).path / name, ignore_errors=True)
-        (backend.run_folder(job_id).path / name).unlink(missing_ok=True)
+    run = backend.run_folder(job_id)  # train from scratch, even in a reused data dir
+    shutil.rmtree(run.checkpoint, ignore_errors=True)
+    run.model_json.unlink(missing_ok=True)
     print(json.dumps({"type": "converted", "rss_gb": rss_kb() / 1e6}), flush=True)
 
     def on_event(event: dict[str, Any]) -> None:
