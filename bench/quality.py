@@ -167,6 +167,9 @@ def main() -> None:
     parser.add_argument("--answers", type=Path, help="only print the breakdown of this file")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
+    if not os.environ.get("PREFECT_API_URL"):  # Prefect's temporary server, as `pgpt` sets it up
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline: no errors
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     if args.answers:
         print_breakdown(args.answers)
         return
