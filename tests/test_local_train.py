@@ -40,7 +40,7 @@ from backends.local.steps import (
     train_step,
 )
 from backends.local.train import run_fingerprint, train
-from core.chat_data import read_chats
+from core.chat_data import read_chats, to_chat
 from core.runs import METRICS_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,12 +61,8 @@ FAST = {"threads": 1, "max_seq_tokens": 64, "learning_rate": 1e-2, "warmup_ratio
 
 
 def chat(plain: str, markdown: str) -> list[dict[str, str]]:
-    """One training conversation in the export's format."""
-    return [
-        {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": plain},
-        {"role": "assistant", "content": markdown},
-    ]
+    """One training conversation, as the export writes it (``core.chat_data.to_chat``)."""
+    return to_chat(plain, markdown, SYSTEM)["messages"]
 
 
 def write_jsonl(path: Path, pairs: list[tuple[str, str]]) -> Path:
