@@ -29,8 +29,8 @@ class Job:
     """A fine-tuning job as every backend reports it (OpenAI's statuses and names).
 
     >>> job = Job("ft-1", "succeeded", model_id="ft:smollm2:personal", metrics={"steps": 3})
-    >>> job.done, job.as_dict()["model_id"]
-    (True, 'ft:smollm2:personal')
+    >>> job.as_dict()["model_id"]
+    'ft:smollm2:personal'
     """
 
     id: str
@@ -38,11 +38,6 @@ class Job:
     model_id: str | None = None  # the fine-tuned model: set once the job succeeded
     error: str | None = None  # why it failed: "code: message"
     metrics: dict[str, Any] = field(default_factory=dict)  # steps, tokens_seen, losses, cost_usd
-
-    @property
-    def done(self) -> bool:
-        """Whether the job has ended (succeeded, failed or cancelled)."""
-        return self.status in TERMINAL
 
     def as_dict(self) -> dict[str, Any]:
         """The job as JSON-shaped data (a flow's result, a report)."""
