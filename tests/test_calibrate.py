@@ -12,10 +12,12 @@ import json
 from pathlib import Path
 
 import pytest
+from rapidfuzz.distance import Levenshtein
 from test_local_model import chat, prompt_ids
 
 from backends.local import calibrate as calibrate_module
 from backends.local import faithful as faithful_module
+from backends.local import follow as follow_module
 from backends.local.calibrate import answer_margins, calibrate, choose_bias
 from backends.local.decode import decode
 from backends.local.faithful import BLOCK_START, FaithfulProcessor, markup_token_ids, vocabulary
@@ -32,7 +34,7 @@ def tiny(tiny_model: Path):
 
 
 def test_module_doctests() -> None:
-    for module in (calibrate_module, faithful_module):
+    for module in (calibrate_module, faithful_module, follow_module):
         assert doctest.testmod(module).failed == 0
 
 
@@ -93,16 +95,22 @@ def test_the_bias_decides_whether_lines_start_with_markup(tiny) -> None:
         del model.markup_bias
 
 
-def test_margins_stand_for_the_decoders_choice(tiny) -> None:
-    """Teacher-forced on the decoder's own tokens, each margin's sign is the choice it made."""
+@pytest.mark.parametrize("read, scaffold_bias", [(PLAIN, None), (ANSWER, 2.0)])
+def test_margins_stand_for_the_decoders_choice(tiny, read: str, scaffold_bias) -> None:
+    """Teacher-forced on the decoder's own tokens, each margin's sign is the choice it made
+    (with a scaffold bias too: the line starts are weighed with it, as the decoder does)."""
     model, tokenizer = tiny
     stops = stop_token_ids(tokenizer)
-    prompt = prompt_ids(tokenizer, chat(PLAIN))
-    source = tokenizer(PLAIN, add_special_tokens=False)["input_ids"]
+    prompt = prompt_ids(tokenizer, chat(read))
+    source = tokenizer(read, add_special_tokens=False)["input_ids"]
     for bias in (0.0, 1.0, -1.0):
-        chooser = FaithfulProcessor(tokenizer, [PLAIN], stops, 0, bias)
+        chooser = FaithfulProcessor(
+            tokenizer, [PLAIN], stops, 0, bias, [read], scaffold_bias or 0.0
+        )
         [(tokens, _)] = decode(model, [prompt], [source], [120], chooser, stops=stops, pad_id=0)
-        margins = answer_margins(model, vocabulary(tokenizer), prompt, tokens, PLAIN)
+        _, margins = answer_margins(
+            model, vocabulary(tokenizer), prompt, tokens, PLAIN, read, scaffold_bias
+        )
         assert len(margins) > 5 and len({markup for _, markup in margins}) == 2
         assert all((margin + bias > 0) == markup for margin, markup in margins)
 
@@ -143,3 +151,78 @@ def test_the_answer_ends_soon_after_the_input_is_used_up(tiny) -> None:
         chosen.append(token_id)
         chooser.take(0, token_id)
     assert chosen == [dash] * faithful_module.END_RUN
+
+
+# --- the scaffold bias: how readily the decoder departs from what the model read --------------
+
+
+def _read_as_answer(text: str) -> str:
+    """A scaffold that reads PLAIN as the author's own answer."""
+    assert text == PLAIN
+    return ANSWER
+
+
+def test_the_scaffold_bias_holds_the_answer_to_what_the_model_read(tiny) -> None:
+    model, tokenizer = tiny
+
+    def answer(bias: float | None, **options) -> str:
+        [out] = generate(
+            model, tokenizer, [chat(PLAIN)], faithful=True, scaffold=_read_as_answer,
+            scaffold_bias=bias, **options,
+        )  # fmt: skip
+        return out
+
+    assert answer(100.0) == ANSWER  # every token follows the scaffold
+    alone = answer(0.0)
+    assert alone != ANSWER  # the tiny model alone departs from it
+    assert answer(100.0, draft_tokens=0) == ANSWER  # one token a pass decodes alike
+    assert answer(1.5) == answer(1.5, draft_tokens=0)
+    model.scaffold_bias = 100.0  # the model's own bias is the default
+    try:
+        assert answer(None) == ANSWER
+    finally:
+        del model.scaffold_bias
+    assert answer(None) == alone
+
+
+def test_follow_margins_stand_for_the_decoders_choice(tiny) -> None:
+    """Teacher-forced on the decoder's own tokens, a follow margin plus the bias is positive
+    exactly where the decoder followed its scaffold."""
+    model, tokenizer = tiny
+    stops = stop_token_ids(tokenizer)
+    prompt = prompt_ids(tokenizer, chat(ANSWER))  # the model reads the scaffold
+    source = tokenizer(ANSWER, add_special_tokens=False)["input_ids"]
+    weighed: list[bool] = []  # (the tiny model's own top tokens seldom fit: few are weighed)
+    for bias in (0.0, 1.5, -1.5, 4.0):
+        chooser = FaithfulProcessor(tokenizer, [PLAIN], stops, 0, 0.0, [ANSWER], bias)
+        [(tokens, _)] = decode(model, [prompt], [source], [120], chooser, stops=stops, pad_id=0)
+        follows, _ = answer_margins(model, vocabulary(tokenizer), prompt, tokens, PLAIN, ANSWER)
+        weighed += [followed for _, followed in follows]
+        assert all((margin + bias > 0) == followed for margin, followed in follows)
+    assert len(weighed) > 10 and set(weighed) == {True, False}
+
+
+def test_calibrate_chooses_the_scaffold_bias_from_the_authors_departures(
+    tmp_path: Path, tiny
+) -> None:
+    model, tokenizer = tiny
+    valid = tmp_path / "valid.jsonl"
+    example = {"messages": [*chat(PLAIN), _assistant(ANSWER)]}
+    valid.write_text(json.dumps(example) + "\n")
+    # the author writes what the model reads: every departure of the model's is wrong
+    found = calibrate(model, tokenizer, valid, _read_as_answer)
+    assert found["tokens_weighed"] > 5 and found["author_departures"] == 0
+    assert found["model_departures"] > 0
+    assert found["scaffold_bias"] > 0
+
+    def distance(bias: float) -> int:
+        [out] = generate(
+            model, tokenizer, [chat(PLAIN)], faithful=True, scaffold=_read_as_answer,
+            scaffold_bias=bias, markup_bias=found["markup_bias"],
+        )  # fmt: skip
+        return Levenshtein.distance(out, ANSWER)
+
+    assert distance(found["scaffold_bias"]) < distance(0.0)
+    # read as the plain text itself, there is nothing to follow
+    plain = calibrate(model, tokenizer, valid)
+    assert (plain["scaffold_bias"], plain["tokens_weighed"]) == (0.0, 0)

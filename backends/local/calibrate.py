@@ -1,4 +1,5 @@
-"""The markup bias of a fine-tune, chosen on its valid split: how readily a line starts a block.
+"""A fine-tune's decoding biases, chosen on its valid split: how readily it departs from the
+rules it read, and how readily a line starts a block.
 
 A model trained for minutes has seen few headings, lists and fences. At a line start its
 first choice is usually the text itself even where the author writes ``## `` or ``- ``, so it
@@ -19,6 +20,12 @@ any ``b``:
 (at 0 only the first line start gets markup: one missed, F1 2/3; any bias in (1, 3) takes
 the second and no more: no error, F1 1; the middle of that interval is chosen, so a margin
 near an end is not a tie.)
+
+The scaffold bias (``backends.local.follow``) is chosen first, the same way: at every answer
+token where the model could follow what it read or not, the best following token's score
+minus the best other's is a margin, and the author's token says whether to follow. A model
+that departs from its scaffold more often than the author does gets a positive bias. The
+markup bias is then chosen with the scaffold bias applied, as the decoder applies both.
 """
 
 from __future__ import annotations
@@ -71,56 +78,126 @@ def choose_bias(margins: list[tuple[float, bool]]) -> tuple[float, float, float]
     return best[2], round(f1(at_zero, hits_zero), 4), round(best[3], 4)
 
 
-def line_start_margins(
+def valid_margins(
     model: Any,
     tokenizer: Any,
     examples: list[list[dict[str, str]]],
     scaffold: Scaffold | Reader = "none",
-) -> list[tuple[float, bool]]:
-    """``(margin, author put markup)`` at every line start of the examples' answers.
+    scaffold_bias: float | None = None,
+) -> tuple[list[tuple[float, bool]], list[tuple[float, bool]]]:
+    """``(follow margins, line-start margins)`` of the examples' answers (``answer_margins``).
 
-    The margin is the best fitting markup token's score minus the best fitting other
-    token's (``backends.local.faithful.line_start_options``): the decoder writes markup
-    there under a bias ``b`` exactly when ``margin + b > 0``. Line starts where no markup
-    fits are left out; where only markup fits, the margin is infinite. The model reads each
-    text to format as ``scaffold`` makes it (``backends.local.scaffold``), as it was trained to.
+    The model reads each text to format as ``scaffold`` makes it (``backends.local.scaffold``),
+    as it was trained to. The line-start margins are taken with ``scaffold_bias`` added to
+    the tokens that follow the scaffold (None: none added, and no follow margins kept).
     """
     from backends.local.faithful import vocabulary
 
     vocab = vocabulary(tokenizer)
-    found: list[tuple[float, bool]] = []
+    follows: list[tuple[float, bool]] = []
+    starts: list[tuple[float, bool]] = []
     for messages in examples:
-        prompt = tokenizer.apply_chat_template(
-            scaffolded(messages[:-1], scaffold), tokenize=False, add_generation_prompt=True
-        )
+        read = scaffolded(messages[:-1], scaffold)
+        prompt = tokenizer.apply_chat_template(read, tokenize=False, add_generation_prompt=True)
         start = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         answer = tokenizer(messages[-1]["content"], add_special_tokens=False)["input_ids"]
-        found += answer_margins(model, vocab, start, answer, messages[-2]["content"])
-    return found
+        found = answer_margins(
+            model, vocab, start, answer, messages[-2]["content"], read[-1]["content"],
+            scaffold_bias,
+        )  # fmt: skip
+        follows += found[0]
+        starts += found[1]
+    return follows, starts
 
 
 def answer_margins(
-    model: Any, vocab: Any, prompt: list[int], answer: list[int], plain: str
-) -> list[tuple[float, bool]]:
-    """``line_start_margins`` of one answer's tokens after its prompt's, for input ``plain``."""
+    model: Any,
+    vocab: Any,
+    prompt: list[int],
+    answer: list[int],
+    plain: str,
+    scaffold: str | None = None,
+    scaffold_bias: float | None = None,
+) -> tuple[list[tuple[float, bool]], list[tuple[float, bool]]]:
+    """``(follow margins, line-start margins)`` of one answer's tokens after its prompt's,
+    for input ``plain`` read as ``scaffold`` (the plain text itself if None).
+
+    A follow margin is kept at every token where both a token that follows the scaffold and
+    one that does not fit the input: the best following score minus the best other's (of
+    the ``TOP_K`` highest), labelled True where the answer follows and False where it departs
+    as the model's best other token does. (Where the answer departs some other way, following
+    and departing are both wrong: no margin.) The decoder departs under a scaffold bias ``b``
+    about where ``margin + b < 0`` (at a line start the markup bias weighs in too).
+
+    A line-start margin is the best fitting markup token's score minus the best fitting
+    other token's (``backends.local.faithful.line_start_options``), with ``scaffold_bias``
+    added to the following tokens first: the decoder writes markup there under a markup bias
+    ``b`` exactly when ``margin + b > 0``. Line starts where no markup fits are left out;
+    where only markup fits, the margin is infinite.
+    """
     import torch
 
-    from backends.local.faithful import Matcher, at_line_start, line_start_options
+    from backends.local.faithful import Matcher, at_line_start, biased, line_start_options
+    from backends.local.follow import Follower, following
 
     with torch.inference_mode():
         logits = model(input_ids=torch.tensor([prompt + answer])).logits[0]
     scores = logits[len(prompt) - 1 : len(prompt) - 1 + len(answer)]
-    matcher = Matcher(plain)
-    found: list[tuple[float, bool]] = []
-    for token, row in zip(answer, scores, strict=True):
+    matcher, follower = Matcher(plain), Follower(plain if scaffold is None else scaffold, plain)
+    follows: list[tuple[float, bool]] = []
+    starts: list[tuple[float, bool]] = []
+    for k, (token, row) in enumerate(zip(answer, scores, strict=True)):
+        ids = [i for i in following(follower, matcher, vocab, []) if i < row.shape[-1]]
+        if ids and scaffold_bias is None:
+            others = [i for i in decoder_candidates(matcher, vocab, row) if i not in ids]
+            best_follow = best_fitting(matcher, vocab, row, ids)
+            best_other = best_fitting(matcher, vocab, row, others)
+            ahead = b"".join(
+                vocab.table[t] or b"" for t in answer[k : k + 8] if t < len(vocab.table)
+            )
+            if best_follow is None or best_other is None:
+                pass  # no choice here
+            elif token in ids:
+                follows.append((best_follow[0] - best_other[0], True))
+            elif ahead.startswith(vocab.table[best_other[1]]):  # the model departs as the author
+                follows.append((best_follow[0] - best_other[0], False))
+            # else the author departs another way: following and departing are both wrong
         if at_line_start(matcher):
-            markup, other = line_start_options(matcher, row, vocab)
+            weighed = ids if scaffold_bias else []  # as the decoder weighs them
+            adjusted = biased(row, weighed, scaffold_bias or 0.0)
+            markup, other = line_start_options(matcher, adjusted, vocab, weighed)
             if markup is not None:
                 margin = markup[1] - other[1] if other is not None else math.inf
-                found.append((margin, bool(vocab.is_markup[token])))
+                starts.append((margin, bool(vocab.is_markup[token])))
         if token >= len(vocab.table) or not matcher.feed(vocab.table[token] or b""):
             break  # the answer leaves the plain text (an edited chunk), or ends: stop here
-    return found
+    return follows, starts
+
+
+def decoder_candidates(matcher: Any, vocab: Any, row: Any) -> list[int]:
+    """The tokens the faithful decoder weighs for its next choice: the ``TOP_K`` highest, and
+    at a line start each side's ``LINE_START_K`` highest and the input's own next token."""
+    import torch
+
+    from backends.local.faithful import LINE_START_K, TOP_K, at_line_start
+
+    found = torch.topk(row, TOP_K).indices.tolist()
+    if at_line_start(matcher):
+        markup = vocab.markup_mask(row.shape[-1])
+        for side in (markup, ~markup):
+            masked = torch.where(side, row, torch.full_like(row, float("-inf")))
+            found += torch.topk(masked, LINE_START_K).indices.tolist()
+        found.append(vocab.own_next(matcher))
+    return [i for i in dict.fromkeys(found) if i is not None and i < len(vocab.table)]
+
+
+def best_fitting(matcher: Any, vocab: Any, row: Any, ids: list[int]) -> tuple[float, int] | None:
+    """``(score, id)`` of the highest scoring of ``ids`` whose bytes fit the input, if any."""
+    fitting = [
+        (float(row[i]), i) for i in ids if i < len(vocab.table) and vocab.table[i]
+        and matcher.fits(vocab.table[i])
+    ]  # fmt: skip
+    return max(fitting, default=None)
 
 
 def calibrate(
@@ -130,19 +207,33 @@ def calibrate(
     scaffold: Scaffold | Reader = "none",
     limit: int | None = None,
 ) -> dict[str, Any]:
-    """How ``model`` decodes best: what it reads (``scaffold``) and the markup bias its valid
-    split chose, with what the bias was chosen on (``decoding.json``). ``limit``: at most that
-    many valid examples, spread over the split (``finetune.max_valid_examples``)."""
+    """How ``model`` decodes best: what it reads (``scaffold``), the scaffold bias and the
+    markup bias its valid split chose (in that order: the markup bias is chosen with the
+    scaffold bias applied), with what they were chosen on (``decoding.json``). ``limit``: at
+    most that many valid examples, spread over the split (``finetune.max_valid_examples``).
+    A model that reads the plain text itself has no scaffold to follow: its scaffold bias is 0.
+    """
     from core.chat_data import read_chats
     from core.sample import spread
 
     examples = spread(read_chats(valid_jsonl), limit) if valid_jsonl else []
-    margins = line_start_margins(model, tokenizer, examples, scaffold) if examples else []
+    follows: list[tuple[float, bool]] = []
+    margins: list[tuple[float, bool]] = []
+    if examples and scaffold_name(scaffold) != "none":
+        follows, margins = valid_margins(model, tokenizer, examples, scaffold)
+    departures = sum(not label for _, label in follows)
+    scaffold_bias = choose_bias(follows)[0]  # follow where margin + bias > 0: fewest errors
+    if examples and (scaffold_bias or not follows):  # else the line starts are those above
+        margins = valid_margins(model, tokenizer, examples, scaffold, scaffold_bias)[1]
     bias, f1_zero, f1_best = choose_bias(margins)
     return {
         "scaffold": scaffold_name(scaffold),
+        "scaffold_bias": round(scaffold_bias, 3),
         "markup_bias": round(bias, 3),
         "valid_examples": len(examples),
+        "tokens_weighed": len(follows),
+        "author_departures": departures,
+        "model_departures": sum(1 for margin, _ in follows if margin < 0),
         "line_starts": len(margins),
         "with_markup": sum(label for _, label in margins),
         "f1_without_bias": f1_zero,

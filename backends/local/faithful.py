@@ -13,6 +13,9 @@ made between two sides: the best fitting token that is markup only (``#``, ``##`
 fence, ...) and the best fitting other token (text, a blank line). The markup wins when its
 score plus ``markup_bias`` (logits) beats the other's, so a positive bias makes a timid model
 start more blocks with markup; ``backends.local.calibrate`` chooses it on the valid split.
+Before either choice, ``scaffold_bias`` (logits) is added to the tokens that go on as the
+text the model read does (its scaffold, ``backends.local.follow``), so a model departs from
+its rules only where it is that much surer; calibrated on the valid split too.
 
 Loops are impossible, not just unlikely: markup bytes without text between them are capped
 per run (``RUN_LIMIT``) and in total (``markup_budget``), so an answer is at most the input
@@ -41,6 +44,7 @@ LINE_START_RUN = 16  # markup/space bytes since the last text after which a line
 # cannot open empty block after empty block
 RUN_LIMIT = 48  # markup/whitespace bytes allowed in a row without input text (a table rule)
 END_RUN = 8  # and once the input is used up: enough to close a fence, a span or a table row
+TAIL = 64  # answer bytes a matcher keeps: more than a run of markup (RUN_LIMIT) can be
 MARKUP = frozenset(b"#*_>`-+|:.\\0123456789")  # what canonical Markdown adds to the text
 SPACE = frozenset(b" \t\n")
 BLOCK_START = frozenset(b"#*-+>`|0123456789")  # bytes a block's markup may start a line with
@@ -62,6 +66,7 @@ class Matcher:
     raw: bytes = field(init=False)  # the input's UTF-8 bytes
     states: dict[int, tuple[int, int]] = field(init=False)  # pos -> (run, budget spent)
     line: bytes = b""  # the answer's current line, for code fence languages
+    tail: bytes = b""  # the answer's last ``TAIL`` bytes (its markup since the last text)
     budget: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -122,6 +127,7 @@ class Matcher:
         moved = self.advance(data)
         if moved is not None:
             self.states, self.line = moved
+            self.tail = (self.tail + data)[-TAIL:]
         return moved is not None
 
     def rest(self) -> bytes:
@@ -179,7 +185,11 @@ class FaithfulProcessor:
         stops: list[int],
         width: int,
         markup_bias: float = 0.0,
+        scaffolds: list[str] | None = None,
+        scaffold_bias: float = 0.0,
     ) -> None:
+        from backends.local.follow import Follower
+
         self.vocabulary = vocabulary(tokenizer)
         self.table = self.vocabulary.table
         self.byte_ids = {data[0]: i for i, data in enumerate(self.table) if data and len(data) == 1}
@@ -189,6 +199,9 @@ class FaithfulProcessor:
         self.ended = [False] * len(plains)
         self.fallbacks = 0  # steps where the model's top candidates all broke the input
         self.markup_bias = markup_bias  # logits added to markup tokens at a line start
+        self.scaffold_bias = scaffold_bias  # logits added to the tokens that follow the scaffold
+        read = scaffolds or plains  # what each row's model read (backends.local.follow)
+        self.followers = [Follower(s, plain) for s, plain in zip(read, plains, strict=True)]
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         if input_ids.shape[1] > self.width:
@@ -204,13 +217,26 @@ class FaithfulProcessor:
         import torch
 
         matcher = self.matchers[row]
+        follow: list[int] = []
+        if self.scaffold_bias and not self.ended[row]:
+            follow = self.follow_ids(row, scores.shape[-1])
+            scores = biased(scores, follow, self.scaffold_bias)
         if at_line_start(matcher) and not self.ended[row]:
-            markup, other = line_start_options(matcher, scores, self.vocabulary)
+            markup, other = line_start_options(matcher, scores, self.vocabulary, follow)
             if markup is not None and (other is None or markup[1] + self.markup_bias > other[1]):
                 return markup[0]
             if other is not None:
                 return other[0]
-        return self._choose(row, torch.topk(scores, TOP_K).indices.tolist())
+        top = torch.topk(scores, TOP_K).indices.tolist()
+        extra = [i for i in follow if i not in top]  # a following token is always weighed
+        return self._choose(row, sorted(top + extra, key=lambda i: -float(scores[i])))
+
+    def follow_ids(self, row: int, width: int) -> list[int]:
+        """The tokens (below ``width``) that go on as the row's scaffold does, if in step."""
+        from backends.local.follow import following
+
+        ids = following(self.followers[row], self.matchers[row], self.vocabulary, self.stops)
+        return [i for i in ids if i < width]
 
     def take(self, row: int, token_id: int) -> None:
         """Move the row's matcher past the token it was given (a stop token ends the row)."""
@@ -262,6 +288,12 @@ class Vocabulary:
     table: list[bytes | None]
     is_markup: Any  # bool tensor over the token ids: ``markup_token_ids``
     masks: dict[int, Any] = field(default_factory=dict)  # ``is_markup`` by scores' width
+    ids: dict[bytes, int] = field(init=False)  # each token's id by its bytes
+    longest: int = field(init=False)  # the most bytes of one token
+
+    def __post_init__(self) -> None:
+        self.ids = {data: i for i, data in enumerate(self.table) if data}
+        self.longest = max((len(data) for data in self.ids), default=0)
 
     def markup_mask(self, width: int) -> Any:
         """``is_markup`` cut or padded (False) to ``width`` ids: the model's vocabulary size."""
@@ -280,6 +312,15 @@ class Vocabulary:
         return ids[0] if ids else None
 
 
+def biased(scores: Any, ids: list[int], bias: float) -> Any:
+    """``scores`` with ``bias`` added at ``ids`` (a copy; ``scores`` itself where none)."""
+    if not ids or not bias:
+        return scores
+    scores = scores.clone()
+    scores[ids] += bias
+    return scores
+
+
 def at_line_start(matcher: Matcher) -> bool:
     """Whether the answer is where a block may begin: a line start, with input left, and
     fewer than ``LINE_START_RUN`` markup bytes since the last text (no run of empty blocks).
@@ -288,12 +329,16 @@ def at_line_start(matcher: Matcher) -> bool:
 
 
 def line_start_options(
-    matcher: Matcher, scores: Any, vocab: Vocabulary
+    matcher: Matcher,
+    scores: Any,
+    vocab: Vocabulary,
+    extra: list[int] = (),  # type: ignore[assignment]
 ) -> tuple[tuple[int, float] | None, tuple[int, float] | None]:
     """At a line start, ``(token, score)`` of the best fitting markup token and of the rest.
 
-    Each side is the best of its ``LINE_START_K`` highest scores that fits the input (the
-    rest also tries the input's own next token); None where nothing fits. A line start is
+    Each side is the best of its ``LINE_START_K`` highest scores and the ``extra`` tokens
+    (those that follow the scaffold) that fits the input (the rest also tries the input's own
+    next token); None where nothing fits. A line start is
     where an answer adds a block's markup or not: the decoder takes the markup when its score
     plus the markup bias beats the rest's (``backends.local.calibrate`` chooses the bias).
     """
@@ -301,10 +346,10 @@ def line_start_options(
 
     is_markup = vocab.markup_mask(scores.shape[-1])
 
-    def best(mask: Any, extra: int | None = None) -> tuple[int, float] | None:
+    def best(mask: Any, more: list[int | None]) -> tuple[int, float] | None:
         masked = torch.where(mask, scores, torch.full_like(scores, float("-inf")))
         found = None
-        for token in [*torch.topk(masked, LINE_START_K).indices.tolist(), extra]:
+        for token in [*torch.topk(masked, LINE_START_K).indices.tolist(), *more]:
             if token is None or token >= len(vocab.table) or not mask[token]:
                 continue
             data, score = vocab.table[token], float(scores[token])
@@ -312,7 +357,7 @@ def line_start_options(
                 found = (token, score)
         return found
 
-    return best(is_markup), best(~is_markup, vocab.own_next(matcher))
+    return best(is_markup, list(extra)), best(~is_markup, [*extra, vocab.own_next(matcher)])
 
 
 _VOCABULARIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -80,6 +80,7 @@ def load_for_inference(
     if decoding.is_file():  # what it reads, and its markup bias (backends.local.calibrate)
         found = json.loads(decoding.read_text())
         merged.markup_bias = float(found["markup_bias"])
+        merged.scaffold_bias = float(found.get("scaffold_bias", 0.0))  # older models: none
         merged.scaffold = load_scaffold(found.get("scaffold", "none"), adapter)
     return merged, tokenizer
 
@@ -145,6 +146,7 @@ class Batch:
     sampling: dict[str, Any]
     seed: int | None
     markup_bias: float = 0.0  # faithful only: logits added to markup tokens at a line start
+    scaffold_bias: float = 0.0  # faithful only: logits added to tokens that follow the scaffold
 
     @property
     def pad_id(self) -> int:
@@ -165,14 +167,9 @@ def _decode_copying(
     import torch
 
     from backends.local.decode import Argmax, decode
-    from backends.local.faithful import FaithfulProcessor
 
     tokenizer, streamer = batch.tokenizer, batch.streamer
-    chooser = (
-        FaithfulProcessor(tokenizer, plains, batch.stops, 0, batch.markup_bias)
-        if batch.faithful
-        else Argmax()
-    )
+    chooser = faithful_chooser(batch, plains, texts, 0) if batch.faithful else Argmax()
     sources = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     on_tokens = None
     if streamer is not None:  # as model.generate feeds a streamer: the prompt, then tokens
@@ -190,14 +187,26 @@ def _decode_copying(
     return kept
 
 
+def faithful_chooser(batch: Batch, plains: list[str], texts: list[str], width: int) -> Any:
+    """The faithful decoder's rule for rows with inputs ``plains``, read as ``texts``."""
+    from backends.local.faithful import FaithfulProcessor
+
+    return FaithfulProcessor(
+        batch.tokenizer, plains, batch.stops, width, batch.markup_bias, texts, batch.scaffold_bias
+    )
+
+
 def _decode_one_by_one(
-    model: Any, batch: Batch, prompts: list[list[int]], plains: list[str], budgets: list[int]
+    model: Any,
+    batch: Batch,
+    prompts: list[list[int]],
+    plains: list[str],
+    texts: list[str],
+    budgets: list[int],
 ) -> list[tuple[list[int], str]]:
     """Answers from ``model.generate`` (sampling, or greedy one token a pass)."""
     import torch
     from transformers import LogitsProcessorList
-
-    from backends.local.faithful import FaithfulProcessor
 
     padded = batch.tokenizer.pad(
         {"input_ids": prompts},
@@ -208,9 +217,7 @@ def _decode_one_by_one(
     width = padded["input_ids"].shape[1]
     processors = LogitsProcessorList()
     if batch.faithful:
-        processors.append(
-            FaithfulProcessor(batch.tokenizer, plains, batch.stops, width, batch.markup_bias)
-        )
+        processors.append(faithful_chooser(batch, plains, texts, width))
     extra: dict[str, Any] = {"do_sample": False, **batch.sampling}
     if batch.streamer is not None:
         extra["streamer"] = batch.streamer
@@ -265,6 +272,7 @@ def generate(
     copy_ahead_rows: int = 1,
     markup_bias: float | None = None,
     scaffold: Scaffold | Reader | None = None,
+    scaffold_bias: float | None = None,
 ) -> list[str]:
     """Greedy answers to ``conversations`` (assistant prompt added), in the input order.
 
@@ -284,6 +292,8 @@ def generate(
     (bench/generate_speed.py measured it faster for batches of 8). Both give the same tokens.
     ``markup_bias``: faithful only, logits added to markup-only tokens at each line start;
     None takes the model's own (chosen on its valid split when it was trained, else 0).
+    ``scaffold_bias``: faithful only, logits added to the tokens that follow what the model
+    read (``backends.local.follow``); None takes the model's own, as ``markup_bias``.
     ``scaffold``: what the model reads of each text to format (``backends.local.scaffold``); None
     takes the model's own (what it was trained on, else the text itself). Answers keep the
     plain text's words whatever the scaffold.
@@ -313,6 +323,8 @@ def generate(
     answers: list[str] = [""] * len(ids)
     if markup_bias is None:
         markup_bias = getattr(model, "markup_bias", 0.0)
+    if scaffold_bias is None:
+        scaffold_bias = getattr(model, "scaffold_bias", 0.0)
     batch = Batch(
         tokenizer,
         faithful,
@@ -322,6 +334,7 @@ def generate(
         sampling,
         seed,
         float(markup_bias),
+        float(scaffold_bias),
     )
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
@@ -333,7 +346,7 @@ def generate(
                 model, batch, prompts_ids, plains, sources, row_budgets, draft_tokens
             )
         else:
-            kept = _decode_one_by_one(model, batch, prompts_ids, plains, row_budgets)
+            kept = _decode_one_by_one(model, batch, prompts_ids, plains, sources, row_budgets)
         texts = tokenizer.batch_decode([tokens for tokens, _ in kept], skip_special_tokens=True)
         for i, text, (tokens, reason) in zip(rows, texts, kept, strict=True):
             answers[i] = text.strip()

@@ -1,0 +1,84 @@
+"""A fine-tune's decoding biases: what its valid split chose, and what other biases would do.
+
+For a trained local model, prints the calibration on the valid split
+(``backends.local.calibrate``: the scaffold bias, then the markup bias), then generates the
+test chunks (spread over the test split, as the evaluation takes them) in faithful mode once
+per setting, repaired as the evaluation repairs them, and prints CER, gap closed and visible
+F1 for each, with identity, the ceiling, the rules and the author's rules as anchors. The
+test figures are for reading only: a model decodes with the biases its valid split chose
+("auto"). A setting is ``SCAFFOLD_BIAS/MARKUP_BIAS``, each logits or auto.
+
+    .venv/bin/python bench/decoding_bias.py --data-dir data --model MODEL_ID --bias auto/auto \
+        --bias 0/auto --bias 0/0
+    .venv/bin/python bench/decoding_bias.py --data-dir D --model ID --bias auto/auto --chunks 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--model", required=True, help="a fine-tuned local model id")
+    parser.add_argument(
+        "--bias", action="append", default=[], help="SCAFFOLD/MARKUP logits or auto; repeat"
+    )
+    parser.add_argument("--chunks", type=int, default=32, help="test chunks (32, as the bench)")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from backends.local import LocalBackend
+    from backends.local.calibrate import calibrate
+    from bench.quality import score_answer_rows, summary_lines
+    from config.settings import FinetuneSettings
+    from core.chat_data import read_chats
+    from core.faithful import repair
+    from core.rules import rules_markdown
+    from core.sample import spread
+    from tasks.evaluate import conversations
+
+    backend = LocalBackend(args.data_dir, {"threads": 0})
+    model, tokenizer = backend.load(args.model)
+    job = backend.run_folder(args.model).read_job()
+    started = time.perf_counter()
+    limit = FinetuneSettings.model_validate(job.settings).max_valid_examples  # as training
+    scaffold = getattr(model, "scaffold", "none")
+    found = calibrate(model, tokenizer, job.valid, scaffold, limit)
+    print(f"valid split: {json.dumps(found)} ({time.perf_counter() - started:.0f} s)")
+    rows = spread(read_chats(Path(job.train).with_name("test.jsonl")), args.chunks)
+    examples = [{"plain": m[-2]["content"], "reference": m[-1]["content"]} for m in rows]
+    table = [{"index": i, **e, "identity": e["plain"]} for i, e in enumerate(examples)]
+    for row in table:
+        row["rules"] = rules_markdown(row["plain"])
+        if callable(scaffold):  # the author's rules: what the model reads
+            row["author_rules"] = scaffold(row["plain"])
+    chats = conversations(examples, rows[0][0]["content"])
+    from backends.local.generate import generate
+
+    for setting in args.bias or ["auto/auto"]:
+        follow, markup = (
+            found[key] if value == "auto" else float(value)
+            for key, value in zip(("scaffold_bias", "markup_bias"), setting.split("/"), strict=True)
+        )
+        started = time.perf_counter()
+        answers = generate(  # one at a time: copy-ahead decoding, the same answers, faster
+            model, tokenizer, chats, faithful=True, markup_bias=markup, scaffold_bias=follow,
+            batch_size=1,
+        )  # fmt: skip
+        seconds = time.perf_counter() - started
+        name = f"s{follow:g}/m{markup:g}"
+        for row, answer in zip(table, answers, strict=True):
+            row[name] = repair(answer, row["plain"])
+        print(f"{name} (scaffold bias/markup bias): {len(answers)} chunks in {seconds:.0f} s")
+    print("\n".join(summary_lines(score_answer_rows(table))))
+
+
+if __name__ == "__main__":
+    main()
