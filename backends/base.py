@@ -47,7 +47,7 @@ class Job:
 # A training event while a job is followed: ``{"type": ..., ...}``, its fields by type:
 # start (step, total_steps, n_train, n_valid, resumed), step (step, total_steps, loss,
 # tokens_per_s, eta_s, lr), valid (step, valid_loss), checkpoint (step, path), status (level,
-# message: OpenAI's job events), calibrated (the markup bias), end (status, model_id, the
+# message: OpenAI's job events), calibrated (the decoding biases), end (status, model_id, the
 # model.json summary). A plain dict on purpose: events are JSON lines that go as they are from
 # the trainer's stdout to the train log, the Prefect logs, the CLI's bar and the server's job
 # events; a class per type would be converted back and forth at each of those hops.

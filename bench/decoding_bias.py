@@ -16,7 +16,6 @@ test figures are for reading only: a model decodes with the biases its valid spl
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from backends.local import LocalBackend
     from backends.local.calibrate import calibrate
-    from bench.quality import score_answer_rows, summary_lines
+    from bench.quality import decoding_line, score_answer_rows, summary_lines
     from config.settings import FinetuneSettings
     from core.chat_data import read_chats
     from core.faithful import repair
@@ -48,10 +47,13 @@ def main() -> None:
     model, tokenizer = backend.load(args.model)
     job = backend.run_folder(args.model).read_job()
     started = time.perf_counter()
-    limit = FinetuneSettings.model_validate(job.settings).max_valid_examples  # as training
+    settings = FinetuneSettings.model_validate(job.settings)  # as training calibrates
     scaffold = getattr(model, "scaffold", "none")
-    found = calibrate(model, tokenizer, job.valid, scaffold, limit)
-    print(f"valid split: {json.dumps(found)} ({time.perf_counter() - started:.0f} s)")
+    found = calibrate(
+        model, tokenizer, job.valid, scaffold, settings.max_valid_examples,
+        settings.check_valid_examples,
+    )  # fmt: skip
+    print(f"valid split: {decoding_line(found)} ({time.perf_counter() - started:.0f} s)")
     rows = spread(read_chats(Path(job.train).with_name("test.jsonl")), args.chunks)
     examples = [{"plain": m[-2]["content"], "reference": m[-1]["content"]} for m in rows]
     table = [{"index": i, **e, "identity": e["plain"]} for i, e in enumerate(examples)]

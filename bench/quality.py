@@ -101,6 +101,27 @@ def figure(value: dict | None, digits: int = 3) -> str:
     return f"{value['mean']:.{digits}f} [{value['low']:.{digits}f}, {value['high']:.{digits}f}]"
 
 
+def decoding_line(found: dict) -> str:
+    """The biases a fine-tune's valid split chose (``backends.local.calibrate``), in a line."""
+    scaffold = (
+        "scaffold bias {scaffold_bias} (valid: {tokens_weighed} answer tokens weighed; the "
+        "author departs from the scaffold at {author_departures}, the model at "
+        "{model_departures}); ".format(**found)
+        if "scaffold_bias" in found
+        else ""
+    )
+    checked = found.get("checked")
+    if checked:
+        scaffold += (
+            "checked by decoding {valid_examples} valid chunks at scaffold bias {scaffold_bias}: "
+            "CER {model_cer} against the scaffold's own {scaffold_cer}; ".format(**checked)
+        )
+    return scaffold + (
+        "markup bias {markup_bias} (valid: {line_starts} line starts, {with_markup} with "
+        "markup; their F1 {f1_without_bias} without the bias, {f1_with_bias} with it)"
+    ).format(**found)
+
+
 def summary_lines(metrics: dict) -> list[str]:
     """The bench's printout of an evaluation (metrics.json, or :func:`score_answer_rows`)."""
     from tasks.evaluate.metrics import INVISIBLE_KINDS, VISIBLE_KINDS
@@ -190,13 +211,8 @@ def main() -> None:
     print(f"{metrics['examples']} test chunks; report: {report_dir}/report.md")
     print("\n".join(summary_lines(metrics)))
     decoding = (result["finetune"].get("metrics") or {}).get("decoding")
-    if decoding:  # backends.local.calibrate: the fine-tune's markup bias, from the valid split
-        print(
-            "markup bias {markup_bias} (valid: {line_starts} line starts, {with_markup} with "
-            "markup; their F1 {f1_without_bias} without the bias, {f1_with_bias} with it)".format(
-                **decoding
-            )
-        )
+    if decoding:  # backends.local.calibrate: the fine-tune's biases, from the valid split
+        print(decoding_line(decoding))
     print(f"total: {minutes:.1f} min (ingest to evaluation)")
     print("load average (1, 5, 15 min): start {:.2f} {:.2f} {:.2f}".format(*load_start), end="")
     print(", end {:.2f} {:.2f} {:.2f}".format(*load_end))

@@ -177,9 +177,13 @@ class FinetuneSettings(_Section):
     # cosine decay to 0
     weight_decay: NonNegativeFloat = 0.0  # LoRA adapters are tiny; decay only slows them down
     max_valid_examples: int | None = Field(64, ge=1)  # valid chunks scored for the valid
-    # loss and the markup bias's calibration, spread over the split (None: all). Each costs a
-    # forward pass (~2.7 s for ~400 tokens on a busy 2-core VM): 202 chunks of a 75-article
-    # valid split took 9 min
+    # loss and the decoding biases' calibration, spread over the split (None: all). Each costs
+    # a forward pass, two with a scaffold bias (~2.7 s for ~400 tokens on a busy 2-core VM):
+    # 202 chunks of a 75-article valid split took 9 min
+    check_valid_examples: int = Field(24, ge=0)  # of those, valid chunks decoded after the
+    # calibration to check that the model's departures from its scaffold pay (CER against the
+    # scaffold's own; else it follows the scaffold: backends/local/calibrate.py). ~3-8 s each;
+    # 0: no check
     max_seq_tokens: int = Field(1536, ge=16)  # longer examples are cut at the end (and counted)
     lora_r: PositiveInt = 16  # adapter rank
     lora_alpha: PositiveInt = 32  # scale = alpha / r = 2

@@ -23,6 +23,7 @@ from backends.local.decode import decode
 from backends.local.faithful import BLOCK_START, FaithfulProcessor, markup_token_ids, vocabulary
 from backends.local.generate import generate, stop_token_ids
 from backends.local.model import load_model
+from core.markdown import markdown_to_plain
 
 PLAIN = "Title\nSome text here, with words.\none\ntwo\nThe end of it."
 ANSWER = "## Title\n\nSome text here, with words.\n\n- one\n- two\n\nThe end of it."
@@ -157,8 +158,8 @@ def test_the_answer_ends_soon_after_the_input_is_used_up(tiny) -> None:
 
 
 def _read_as_answer(text: str) -> str:
-    """A scaffold that reads PLAIN as the author's own answer."""
-    assert text == PLAIN
+    """A scaffold that reads PLAIN (or the answer's own plain text) as the author's answer."""
+    assert text in (PLAIN, markdown_to_plain(ANSWER))
     return ANSWER
 
 
@@ -223,6 +224,14 @@ def test_calibrate_chooses_the_scaffold_bias_from_the_authors_departures(
         return Levenshtein.distance(out, ANSWER)
 
     assert distance(found["scaffold_bias"]) < distance(0.0)
+    # decoded, the tiny model's answer is further from the author's than its scaffold (the
+    # author's answer itself): its departures do not pay, and it follows the scaffold
+    exact = {"messages": [*chat(markdown_to_plain(ANSWER)), _assistant(ANSWER)]}
+    valid.write_text(json.dumps(exact) + "\n")
+    checked = calibrate(model, tokenizer, valid, _read_as_answer, check=1)
+    assert checked["checked"]["scaffold_cer"] == 0.0 < checked["checked"]["model_cer"]
+    assert 0 < checked["checked"]["scaffold_bias"] < calibrate_module.MAX_BIAS
+    assert checked["scaffold_bias"] == calibrate_module.MAX_BIAS
     # read as the plain text itself, there is nothing to follow
     plain = calibrate(model, tokenizer, valid)
     assert (plain["scaffold_bias"], plain["tokens_weighed"]) == (0.0, 0)

@@ -31,6 +31,7 @@ markup bias is then chosen with the scaffold bias applied, as the decoder applie
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -200,18 +201,65 @@ def best_fitting(matcher: Any, vocab: Any, row: Any, ids: list[int]) -> tuple[fl
     return max(fitting, default=None)
 
 
+def check_departures(
+    model: Any,
+    tokenizer: Any,
+    examples: list[list[dict[str, str]]],
+    scaffold: Scaffold | Reader,
+    biases: tuple[float, float],
+    progress: Callable[[int, int], Any] | None = None,
+) -> tuple[float, float]:
+    """``(model CER, scaffold CER)``: the mean CER over the valid ``examples`` of the model's
+    answers, decoded faithfully under ``biases`` (scaffold, markup) and repaired, and of its
+    scaffold's own formatting (what following it everywhere writes).
+
+    Teacher forcing judges each token on the author's context; a decoded answer lives with
+    its own choices, so a wrong departure (a list nested at its first item) can carry on to
+    the next items. This check decodes, as the evaluation will.
+    """
+    from statistics import fmean
+
+    from backends.local.generate import generate
+    from backends.local.scaffold import scaffold_function
+    from core.faithful import repair
+    from core.scores import cer
+
+    plains = [messages[-2]["content"] for messages in examples]
+    references = [messages[-1]["content"] for messages in examples]
+    answers = generate(
+        model, tokenizer, [messages[:-1] for messages in examples], faithful=True,
+        scaffold=scaffold, scaffold_bias=biases[0], markup_bias=biases[1], batch_size=1,
+        progress=progress,
+    )  # fmt: skip
+    read = scaffold_function(scaffold)
+    model_cer = fmean(
+        cer(repair(a, p), r) for a, p, r in zip(answers, plains, references, strict=True)
+    )
+    scaffold_cer = fmean(
+        cer(repair(read(p), p), r) for p, r in zip(plains, references, strict=True)
+    )
+    return round(model_cer, 5), round(scaffold_cer, 5)
+
+
 def calibrate(
     model: Any,
     tokenizer: Any,
     valid_jsonl: str | Path | None,
     scaffold: Scaffold | Reader = "none",
     limit: int | None = None,
+    check: int = 0,
+    progress: Callable[[int, int], Any] | None = None,
 ) -> dict[str, Any]:
     """How ``model`` decodes best: what it reads (``scaffold``), the scaffold bias and the
     markup bias its valid split chose (in that order: the markup bias is chosen with the
     scaffold bias applied), with what they were chosen on (``decoding.json``). ``limit``: at
     most that many valid examples, spread over the split (``finetune.max_valid_examples``).
     A model that reads the plain text itself has no scaffold to follow: its scaffold bias is 0.
+
+    ``check``: that many of them (spread) are then decoded (``check_departures``); where the
+    model's answers are not closer to the author's than its scaffold's own formatting, its
+    departures do not pay, and the scaffold bias becomes ``MAX_BIAS``: follow the scaffold.
+    ``progress(done, total)``: called as the check decodes.
     """
     from core.chat_data import read_chats
     from core.sample import spread
@@ -226,8 +274,22 @@ def calibrate(
     if examples and (scaffold_bias or not follows):  # else the line starts are those above
         margins = valid_margins(model, tokenizer, examples, scaffold, scaffold_bias)[1]
     bias, f1_zero, f1_best = choose_bias(margins)
-    return {
-        "scaffold": scaffold_name(scaffold),
+    found: dict[str, Any] = {"scaffold": scaffold_name(scaffold)}
+    if check and follows and scaffold_bias < MAX_BIAS:
+        chosen = (scaffold_bias, bias)
+        decoded = spread(examples, check)
+        model_cer, scaffold_cer = check_departures(
+            model, tokenizer, decoded, scaffold, chosen, progress
+        )
+        found["checked"] = {
+            "valid_examples": len(decoded),
+            "scaffold_bias": round(scaffold_bias, 3),
+            "model_cer": model_cer,
+            "scaffold_cer": scaffold_cer,
+        }
+        if model_cer >= scaffold_cer:  # its departures do not pay: follow the scaffold
+            scaffold_bias = MAX_BIAS
+    return found | {
         "scaffold_bias": round(scaffold_bias, 3),
         "markup_bias": round(bias, 3),
         "valid_examples": len(examples),

@@ -93,6 +93,7 @@ RESUME_INDEPENDENT = (
     "mmap_threshold_kb",
     "openai",
     "max_valid_examples",
+    "check_valid_examples",
 )  # a resumed run may change these: speed, checkpoint spacing, how a step's batch is cut and
 # memory is handed back (the same examples and loss); openai configures another backend; how
 # much of the valid split is scored (a report, not training)
@@ -408,14 +409,20 @@ def finish(run: Run) -> dict[str, Any]:
 
 
 def calibrate_decoding(run: Run) -> dict[str, Any]:
-    """The faithful decoder's markup bias, chosen on the valid split (``calibrate``)."""
+    """The faithful decoder's biases, chosen on the valid split (``calibrate``)."""
     from backends.local.calibrate import calibrate
 
     run.model.eval()
     s = run.settings
+
+    def progress(done: int, total: int) -> None:
+        message = f"checking the decoding biases: {done}/{total} valid chunks decoded"
+        run.emit({"type": "status", "level": "info", "message": message})
+
     found = calibrate(
-        run.model, run.tokenizer, run.valid_jsonl, run.scaffold, s["max_valid_examples"]
-    )
+        run.model, run.tokenizer, run.valid_jsonl, run.scaffold, s["max_valid_examples"],
+        s["check_valid_examples"], progress,
+    )  # fmt: skip
     run.emit({"type": "calibrated", **found})
     return found
 

@@ -3,7 +3,8 @@
 Every metric compares a prediction (the Markdown the model wrote from an article's plain text)
 with the reference (the author's Markdown), or with the plain text itself:
 
-- :func:`cer`: character error rate, Levenshtein distance over the reference's length;
+- :func:`cer` (from ``core.scores``): character error rate, Levenshtein distance over the
+  reference's length;
 - :func:`chrf`: sentence-level chrF (Popović 2015), as sacrebleu's ``sentence_chrf``;
 - :func:`structure_f1`: F1 of the structural elements (headings, list items, code, ...);
 - :func:`text_cer`: CER of the prediction's plain text against the input: the words the
@@ -42,9 +43,9 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from markdown_it.token import Token
-from rapidfuzz.distance import Levenshtein
 
 from core.markdown import MD, inline_plain, markdown_to_plain
+from core.scores import cer
 
 KINDS = (
     "heading",
@@ -76,11 +77,6 @@ INLINE_OPENERS = {"em_open": "emphasis", "strong_open": "strong"}
 INLINE_CLOSERS = {"em_close", "strong_close"}
 
 Element = tuple[str, str, str]  # (kind, detail, text)
-
-
-def cer(prediction: str, reference: str) -> float:
-    """Levenshtein distance over the reference's length (an empty reference counts as 1)."""
-    return Levenshtein.distance(prediction, reference) / max(1, len(reference))
 
 
 def char_ngrams(text: str, order: int) -> list[Counter[str]]:
