@@ -43,7 +43,7 @@ def sample_chunks(chunk_tokens: int) -> list[str]:
     from tasks.clean import clean_record
     from tasks.examples import article_examples
 
-    clean = CleanSettings().model_dump()
+    clean = CleanSettings()
     plains = []
     for path in sorted(SAMPLE.glob("*.html")):
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
