@@ -114,7 +114,7 @@ def main() -> int:
     print(f"load average at start: {os.getloadavg()[0]:.2f}")
     drafts = args.draft_tokens if args.draft_tokens is not None else DRAFT_TOKENS
     model_id = args.model or SMOLLM2
-    backend = LocalBackend(args.data_dir, FinetuneSettings().model_dump())
+    backend = LocalBackend(args.data_dir, FinetuneSettings())
     model, tokenizer = backend.load(model_id)
     print(f"model: {model_id}")
     system = {"role": "system", "content": ExportSettings().system_message}

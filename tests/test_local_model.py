@@ -391,7 +391,7 @@ def test_smollm2_trains_a_few_steps_then_pgpt_format_answers(tmp_path: Path) -> 
     }
     from config.settings import FinetuneSettings
 
-    backend = LocalBackend(tmp_path, FinetuneSettings(**settings).model_dump())
+    backend = LocalBackend(tmp_path, FinetuneSettings(**settings))
     job = backend.follow(backend.start_finetune(str(train), None))
     assert job.status == "succeeded" and job.metrics["steps"] == 2
     set_current_model(tmp_path, job.model_id)

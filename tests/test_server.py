@@ -355,7 +355,7 @@ def test_chat_matches_the_local_backend_and_streams_the_same_text(live):
     [choice] = answer.choices
     assert answer.object == "chat.completion" and answer.model == model
     assert choice.message.role == "assistant" and choice.message.content
-    local = LocalBackend(live.settings.data_dir, live.settings.finetune.model_dump())
+    local = LocalBackend(live.settings.data_dir, live.settings.finetune)
     assert local.complete(live.job.id, [messages()]) == [choice.message.content]
     usage = answer.usage
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
