@@ -37,9 +37,8 @@ from tasks.evaluate.ceiling import without_invisible
 from tasks.store import read_runs
 
 from conftest import SAMPLE, task_states
-from tinymodel import write_tiny_profile
+from tinymodel import chat, write_tiny_profile
 
-SYSTEM = {"role": "system", "content": "You render plain text into markdown format."}
 N_SAMPLE = len(list((SAMPLE / "posts").glob("*.html")))
 KEYS = {"model_id", "cer", "chrf", "structure_f1", "text_cer", "seconds_per_example", "cost_usd"}
 NEW_KEYS = {"visible_f1", "invisible_f1", "gap_closed"}
@@ -219,7 +218,7 @@ def test_faithful_generation_keeps_words_with_a_random_model(tiny_model):
     """The tiny model is untrained noise; constrained decoding still only adds markup."""
     model, tokenizer = load_model(tiny_model)
     texts = ["Hello world, this is plain text.", "Second one\nwith two lines"]
-    chats = [[SYSTEM, {"role": "user", "content": t}] for t in texts]
+    chats = [chat(t) for t in texts]
     answers = generate(model, tokenizer, chats, faithful=True, max_new_tokens=400)
 
     def words(s: str) -> str:

@@ -24,6 +24,7 @@ from core.markdown import markdown_to_plain
 from tasks.evaluate import models_to_compare
 
 from conftest import ROOT, SAMPLE
+from tinymodel import chat
 
 KEY = "sk-test-" + secrets.token_hex(16)  # a fresh secret: it must never be written anywhere
 KEY_ENV = "PGPT_TEST_OPENAI_KEY"
@@ -207,12 +208,12 @@ def test_finetune_follow_and_chat(server, tiny_model, tmp_path, key_env):
     assert saved["job_id"] == job_id and saved["steps"] == steps[-1]["step"]
 
     plain = markdown_to_plain(chat_examples(1, "follow")[0]["messages"][2]["content"])
-    chat = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": plain}]
-    raw = backend.complete(job.model_id, [chat, chat])
+    conversation = chat(plain)
+    raw = backend.complete(job.model_id, [conversation, conversation])
     assert raw[0] == raw[1] and isinstance(raw[0], str)  # greedy: the same answer twice
     assert backend.usage["prompt_tokens"] > 0 and backend.usage["completion_tokens"] > 0
     assert backend.usage_cost(job.model_id) == 0.0  # not on OpenAI's price list
-    faithful = backend.complete(job.model_id, [chat], faithful=True)[0]
+    faithful = backend.complete(job.model_id, [conversation], faithful=True)[0]
     # the server decoded under the constraint: the input's words, in order, only markup added
     # (the random tiny model spends its token budget on markup, so the answer may stop early)
     letters = re.compile(r"[^A-Za-z]")  # markup (and list numbers) may go anywhere
