@@ -353,7 +353,7 @@ def format_text(
     faithful = settings.evaluate.faithful and not raw
     system = {"role": "system", "content": settings.export.system_message}
     chunks = chunk_plain(text, settings.examples.chunk_tokens)
-    backend = get_backend(settings.finetune.model_dump(), settings.data_dir)
+    backend = get_backend(settings.finetune, settings.data_dir)
     with Progress(console=Console(stderr=True), transient=True) as progress:
         bar = progress.add_task(f"formatting with {model_id}", total=len(chunks))
         replies = backend.complete(

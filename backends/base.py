@@ -5,7 +5,7 @@ chats with the result. Starting a fine-tune is idempotent: the same data and
 hyperparameters give the same job, so a rerun (a crash, a Prefect retry) follows the job
 already there instead of paying for or computing a second one.
 
-    backend = get_backend(settings)             # backends.get_backend
+    backend = get_backend(settings.finetune, data_dir)  # backends.get_backend
     job_id = backend.start_finetune("train.jsonl", "valid.jsonl", suffix="personal")
     job = backend.follow(job_id, on_event=print)   # blocks until the job ends: a Job
     backend.complete(job.model_id, [[{"role": "user", "content": "Hello"}]])

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import TERMINAL, Event, Job
-from config.settings import ExportSettings, OpenAISettings, Price
+from config.settings import ExportSettings, FinetuneSettings, Price
 from core.io import write_atomic
 from core.logs import run_logger
 from core.runs import METRICS_COLUMNS, RunFolder, file_sha256
@@ -87,13 +87,13 @@ class OpenAIBackend:
     def __init__(
         self,
         data_dir: str | Path,
-        finetune: dict[str, Any],
+        finetune: FinetuneSettings,
         prices: dict[str, Price] | None = None,
         client: Any | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.settings = finetune
-        self.openai = OpenAISettings.model_validate(finetune.get("openai") or {})
+        self.openai = finetune.openai
         self.prices = prices if prices is not None else default_prices()
         self._client = client
         self.usage = {"prompt_tokens": 0, "completion_tokens": 0}  # of complete() calls
@@ -136,7 +136,7 @@ class OpenAIBackend:
     def hyperparameters(self) -> dict[str, Any]:
         """The supervised method's hyperparameters: epochs from ``finetune.epochs``."""
         return {
-            "n_epochs": self.settings["epochs"],
+            "n_epochs": self.settings.epochs,
             "batch_size": self.openai.batch_size,
             "learning_rate_multiplier": self.openai.learning_rate_multiplier,
         }
@@ -146,9 +146,9 @@ class OpenAIBackend:
         blob = json.dumps(
             {
                 "data": file_sha256(train, valid),
-                "model": self.settings["base_model"],
+                "model": self.settings.base_model,
                 "hyperparameters": self.hyperparameters(),
-                "seed": self.settings["seed"],
+                "seed": self.settings.seed,
                 "suffix": suffix,
                 "base_url": self.openai.base_url or os.environ.get("OPENAI_BASE_URL"),
             },
@@ -167,9 +167,9 @@ class OpenAIBackend:
         """Billed tokens x epochs x the training price; refuse it over ``max_cost_usd``."""
         from core.chat_data import dataset_stats, read_jsonl
 
-        model = self.settings["base_model"]
+        model = self.settings.base_model
         tokens = dataset_stats(read_jsonl(train), ExportSettings(), name=train)["billing_tokens"]
-        charged = tokens * self.settings["epochs"]
+        charged = tokens * self.settings.epochs
         price = price_for(model, self.prices)
         if price is None and is_openai(self.openai.base_url):
             known = ", ".join(sorted(self.prices))
@@ -181,7 +181,7 @@ class OpenAIBackend:
         if usd > self.openai.max_cost_usd:
             raise BudgetError(
                 f"fine-tuning {model} on {train} is estimated at ${usd:.2f} ({charged:,} "
-                f"tokens = {tokens:,} x {self.settings['epochs']} epochs), over "
+                f"tokens = {tokens:,} x {self.settings.epochs} epochs), over "
                 f"finetune.openai.max_cost_usd = ${self.openai.max_cost_usd:.2f}: nothing "
                 "was uploaded"
             )
@@ -198,7 +198,7 @@ class OpenAIBackend:
             )
             return record["job_id"]
         if record is None:
-            record = {"key": key, "model": self.settings["base_model"], "suffix": suffix}
+            record = {"key": key, "model": self.settings.base_model, "suffix": suffix}
             record.update(self.estimate_cost(train))
             record["base_url"] = self.openai.base_url
         for field, local in (("training_file", train), ("validation_file", valid)):
@@ -237,7 +237,7 @@ class OpenAIBackend:
             training_file=record["training_file"],
             validation_file=record.get("validation_file"),
             suffix=record["suffix"],
-            seed=self.settings["seed"],
+            seed=self.settings.seed,
             method={
                 "type": "supervised",
                 "supervised": {"hyperparameters": self.hyperparameters()},
@@ -416,7 +416,7 @@ class OpenAIBackend:
                 model=model_id,
                 messages=conversation,
                 temperature=0,
-                seed=self.settings["seed"],
+                seed=self.settings.seed,
                 max_tokens=budget if priced else omit,
                 extra_body=extra,
             )

@@ -43,7 +43,7 @@ def main() -> None:
     from core.sample import spread
     from tasks.evaluate import conversations
 
-    backend = LocalBackend(args.data_dir, {"threads": 0})
+    backend = LocalBackend(args.data_dir, FinetuneSettings(threads=0))
     model, tokenizer = backend.load(args.model)
     job = backend.run_folder(args.model).read_job()
     started = time.perf_counter()

@@ -43,7 +43,7 @@ def sample_chunks(chunk_tokens: int) -> list[str]:
     from tasks.clean import clean_record
     from tasks.examples import article_examples
 
-    clean = CleanSettings().model_dump()
+    clean = CleanSettings()
     plains = []
     for path in sorted(SAMPLE.glob("*.html")):
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -114,7 +114,7 @@ def main() -> int:
     print(f"load average at start: {os.getloadavg()[0]:.2f}")
     drafts = args.draft_tokens if args.draft_tokens is not None else DRAFT_TOKENS
     model_id = args.model or SMOLLM2
-    backend = LocalBackend(args.data_dir, FinetuneSettings().model_dump())
+    backend = LocalBackend(args.data_dir, FinetuneSettings())
     model, tokenizer = backend.load(model_id)
     print(f"model: {model_id}")
     system = {"role": "system", "content": ExportSettings().system_message}

@@ -75,11 +75,11 @@ def child_train(data_dir: Path, steps: int | None, threads: int | None, timeline
             time.sleep(1.0)
 
     threading.Thread(target=sample, daemon=True).start()
-    settings = load_settings("quick", data_dir).finetune.model_dump()
+    settings = load_settings("quick", data_dir).finetune
     if steps is not None:
-        settings["max_steps"] = steps
+        settings = settings.model_copy(update={"max_steps": steps})
     if threads is not None:
-        settings["threads"] = threads
+        settings = settings.model_copy(update={"threads": threads})
     jsonl = data_dir / "jsonl"
     backend = LocalBackend(data_dir, settings)
     last["event"] = "convert"

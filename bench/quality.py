@@ -75,6 +75,7 @@ def score_answer_rows(rows: list[dict], samples: int = 2000, confidence: float =
     The ceiling is computed from the references when the file has no ``ceiling`` column.
     Returns ``{"models": {name: summary}, "paired_cer": [...]}`` like metrics.json.
     """
+    from config.settings import EvaluateSettings
     from tasks.evaluate import score_answers
     from tasks.evaluate.ceiling import without_invisible
     from tasks.evaluate.metrics import paired_comparisons, with_gap_closed
@@ -84,11 +85,11 @@ def score_answer_rows(rows: list[dict], samples: int = 2000, confidence: float =
     answers.setdefault("ceiling", [without_invisible(r["reference"]) for r in rows])
     examples = [{"plain": r["plain"], "reference": r["reference"]} for r in rows]
     bounds = {"samples": samples, "confidence": confidence}
+    evaluate = EvaluateSettings(bootstrap_samples=samples, confidence=confidence)
     models = {}
     for name, predictions in answers.items():
         run = {"answers": predictions, "seconds": 0.0, "cpu_seconds": 0.0, "output_tokens": 0}
-        evaluate = {"bootstrap_samples": samples, "confidence": confidence}
-        scored = score_answers({"model_id": name}, examples, run, evaluate)
+        scored = score_answers(name, examples, run, evaluate)
         models[name] = {k: v for k, v in scored.items() if k != "seconds_per_example"}  # unknown
     models = with_gap_closed(models, **bounds)
     return {"models": models, "paired_cer": paired_comparisons(models, **bounds)}

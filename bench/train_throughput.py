@@ -117,7 +117,7 @@ def build_chats(n_examples: int, chunk_tokens: int) -> tuple[list[dict], int]:
     from tasks.clean import clean_record
     from tasks.examples import article_examples
 
-    clean = CleanSettings().model_dump()
+    clean = CleanSettings()
     system = ExportSettings().system_message
     chats: list[dict] = []
     articles = 0

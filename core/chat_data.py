@@ -9,8 +9,8 @@ default-epochs rule and the billing-token sum, all with the constants from
 table. The export task (``tasks/export.py``), the trainers and the server all read and check
 chat data here.
 
->>> export = ExportSettings().model_dump(mode="json")
->>> ex = to_chat("Hello, world.", "**Hello**, world.", export["system_message"])
+>>> export = ExportSettings()
+>>> ex = to_chat("Hello, world.", "**Hello**, world.", export.system_message)
 >>> [m["role"] for m in ex["messages"]]
 ['system', 'user', 'assistant']
 >>> format_errors(ex)
@@ -215,14 +215,8 @@ def distribution(values: Sequence[int]) -> dict[str, float | int | None]:
     }
 
 
-def export_settings(export: Mapping[str, Any] | ExportSettings) -> ExportSettings:
-    """ExportSettings from a ``model_dump(mode="json")`` dict (or the model itself)."""
-    return export if isinstance(export, ExportSettings) else ExportSettings.model_validate(export)
-
-
-def default_epochs(n_train: int, export: Mapping[str, Any] | ExportSettings) -> int:
+def default_epochs(n_train: int, cfg: ExportSettings) -> int:
     """OpenAI's default n_epochs for ``n_train`` examples (0 for an empty dataset)."""
-    cfg = export_settings(export)
     if n_train <= 0:
         return 0
     if n_train * cfg.target_epochs < cfg.min_target_examples:
@@ -232,9 +226,8 @@ def default_epochs(n_train: int, export: Mapping[str, Any] | ExportSettings) -> 
     return cfg.target_epochs
 
 
-def training_price(export: Mapping[str, Any] | ExportSettings) -> float:
+def training_price(cfg: ExportSettings) -> float:
     """USD per 1M training tokens for the settings' ``price_model``."""
-    cfg = export_settings(export)
     if cfg.price_model not in cfg.prices:
         known = ", ".join(sorted(cfg.prices))
         raise ValueError(f"price_model {cfg.price_model!r} is not in the price table ({known})")
@@ -277,12 +270,10 @@ def stats_of(examples: list[dict], cfg: ExportSettings) -> dict:
     }
 
 
-def dataset_stats(
-    examples: list[dict], export: Mapping[str, Any] | ExportSettings, name: str = "dataset"
-) -> dict:
+def dataset_stats(examples: list[dict], cfg: ExportSettings, name: str = "dataset") -> dict:
     """The cookbook's warnings, distributions, epochs and billing tokens, plus the cost (USD)."""
     validate_examples(examples, name)
-    return stats_of(examples, export_settings(export))
+    return stats_of(examples, cfg)
 
 
 # --- files ----------------------------------------------------------------------------------

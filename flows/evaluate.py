@@ -30,6 +30,8 @@ from core.chat_data import chat_examples
 from core.runs import RunFolder, current_model, file_sha256, set_current_model
 from flows.runner import Backend, fan_out, flow_settings, in_data_dir, one_machine
 from tasks.evaluate import (
+    ModelSpec,
+    Runtime,
     break_even_note,
     decide_promotion,
     generate_answers,
@@ -64,24 +66,21 @@ def evaluate(
         backend: The backend the model is on, "local" or "openai" (none: the profile's).
     """
     settings = flow_settings(profile, data_dir, backend)
-    data, conf = str(settings.data_dir), settings.model_dump(mode="json")
+    data = str(settings.data_dir)
     jsonl = Path(data) / "jsonl"
     champion = current_model(data)
     challenger = model_to_use(data, model_id)
     examples = read_test_examples(data, settings.evaluate.max_examples)
     train = chat_examples(jsonl / "train.jsonl") if (jsonl / "train.jsonl").exists() else []
     one_shot = pick_one_shot(train) if train else None
-    # what generation depends on (not the training hyperparameters): keeps answers cached
-    keys = ("backend", "base_model", "threads", "seed", "openai")
-    runtime = {key: conf["finetune"][key] for key in keys} | {"prices": conf["export"]["prices"]}
     openai = settings.finetune.openai
     has_key = bool(openai.api_key_secret or os.environ.get(openai.api_key_env))
     openai_available = has_key or not is_openai(openai.base_url)
-    compared = models_to_compare(challenger, champion, conf, one_shot, openai_available)
-    runs = generate_all(compared, examples, runtime, settings)
+    compared = models_to_compare(challenger, champion, settings, one_shot, openai_available)
+    runs = generate_all(compared, examples, Runtime.of(settings), settings)
     models, answers = {}, {}
     for name, (model, run) in runs.items():
-        models[name] = score_answers(model, examples, run, conf["evaluate"])
+        models[name] = score_answers(model.model_id, examples, run, settings.evaluate)
         answers[name] = run["answers"]
     bounds = {
         "samples": settings.evaluate.bootstrap_samples,
@@ -122,8 +121,8 @@ def evaluate(
 
 
 def generate_all(
-    compared: list[dict], examples: list[dict], runtime: dict, settings: Settings
-) -> dict[str, tuple[dict, dict]]:
+    compared: dict[str, ModelSpec], examples: list[dict], runtime: Runtime, settings: Settings
+) -> dict[str, tuple[ModelSpec, dict]]:
     """Every model's answers, faithful (and raw): ``{name: (model, generate_answers run)}``.
 
     Each (model, mode) is one cached ``generate_answers`` task, submitted to the task runner;
@@ -133,19 +132,18 @@ def generate_all(
     serial = one_machine(settings.runner)
     futures, previous_local = {}, None
     with fan_out(settings.runner) as runner:
-        for model in compared:
-            raw = settings.evaluate.raw and model["backend"] != "computed"
+        for role, model in compared.items():
+            raw = settings.evaluate.raw and model.backend != "computed"
             for faithful in [True, False] if raw else [True]:
-                name = model["name"] if faithful else f"{model['name']}_raw"
-                spec = {k: v for k, v in model.items() if k != "name"}  # cached by model, not role
+                name = role if faithful else f"{role}_raw"
                 parameters = {
-                    "model": spec,
+                    "model": model,  # cached by model, not role: the spec holds no name
                     "examples": examples,
                     "faithful": faithful,
                     "runtime": runtime,
                     "data_dir": str(settings.data_dir),
                 }
-                local = model["backend"] == "local"
+                local = model.backend == "local"
                 wait_for = [previous_local] if serial and local and previous_local else None
                 futures[name] = (model, runner.submit(generate, parameters, wait_for=wait_for))
                 if local:

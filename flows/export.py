@@ -35,12 +35,8 @@ def export(
     """Chunk and split the stored articles and write the validated fine-tuning JSONL."""
     settings = load_settings(profile, data_dir)
     articles = load_articles(str(settings.data_dir))
-    examples = in_data_dir(build_examples, settings.data_dir)(
-        articles, settings.examples.model_dump()
-    )
-    exported = export_jsonl(
-        examples, str(settings.data_dir), settings.export.model_dump(mode="json")
-    )
+    examples = in_data_dir(build_examples, settings.data_dir)(articles, settings.examples)
+    exported = export_jsonl(examples, str(settings.data_dir), settings.export)
     publish_dataset(ingest_summary, exported["stats"], article_rows(articles, examples))
     return {"articles": len(articles), "examples": len(examples), **exported}
 

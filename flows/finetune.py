@@ -31,7 +31,7 @@ def cancel_remote_jobs(flow: object, flow_run: object, state: object) -> None:
     params = getattr(flow_run, "parameters", {}) or {}
     settings = flow_settings(params.get("profile"), params.get("data_dir"), params.get("backend"))
     if settings.finetune.backend == "openai":
-        backend = OpenAIBackend(settings.data_dir, settings.finetune.model_dump())
+        backend = OpenAIBackend(settings.data_dir, settings.finetune)
         backend.cancel_jobs_of_flow_run(str(flow_run.id))
 
 
@@ -87,9 +87,9 @@ def finetune(
             str(train),
             valid_or_none,
             file_sha256(train, valid_or_none),
-            settings.finetune.model_dump(),
+            settings.finetune,
             str(settings.data_dir),
-            settings.model_dump(mode="json")["export"]["prices"],
+            settings.export.prices,
         )
     loss_png = publish_training(job, str(settings.data_dir))
     if make_current:

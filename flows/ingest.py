@@ -48,7 +48,7 @@ def discover(sources: list[str], settings: Settings) -> tuple[list[dict], list[d
     pages, failures = [], []
     for source in sources:
         try:
-            pages += discover_pages(source, settings.scrape.model_dump(), str(settings.data_dir))
+            pages += discover_pages(source, settings.scrape, str(settings.data_dir))
         except Exception as exc:  # one bad source never sinks the run
             failures.append({"item": source, "error": f"{type(exc).__name__}: {exc}"})
     return pages, failures
@@ -64,9 +64,7 @@ def fetch(pages: list[dict], settings: Settings) -> tuple[list[dict], list[dict]
     )
     remote = [p for p in pages if p["kind"] == "http"]
     futures = [
-        fetch_cached.submit(
-            p["url"], p["source"], settings.scrape.model_dump(), str(settings.data_dir)
-        )
+        fetch_cached.submit(p["url"], p["source"], settings.scrape, str(settings.data_dir))
         for p in remote
     ]
     fetched, failures = settle(futures, [p["url"] for p in remote])
@@ -85,7 +83,7 @@ def clean(raws: list[dict], settings: Settings) -> tuple[list[dict], list[dict]]
                 "sha256": [r["sha256"] for r in raws],
                 "url": [r["url"] for r in raws],
                 "source": [r["source"] for r in raws],
-                "clean": unmapped(settings.clean.model_dump()),
+                "clean": unmapped(settings.clean),
                 "content_type": [r.get("content_type") or "" for r in raws],  # its charset
             },
         )

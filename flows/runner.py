@@ -37,7 +37,11 @@ Backend = Literal["local", "openai"]
 def flow_settings(
     profile: str | None, data_dir: str | None, backend: Backend | None = None
 ) -> Settings:
-    """The profile's settings; ``backend``, when given, overrides ``finetune.backend``."""
+    """The profile's settings; ``backend``, when given, overrides ``finetune.backend``.
+
+    A flow takes a profile's name, not a ``Settings``: its parameters are JSON that the UI and
+    deployments show and set. Its tasks are given the settings objects themselves.
+    """
     settings = load_settings(profile, data_dir)
     if backend is not None:
         finetune = settings.finetune.model_copy(update={"backend": backend})

@@ -51,7 +51,7 @@ from server.models import Models
 from server.store import Store, UnknownCursor
 
 if TYPE_CHECKING:
-    from config.settings import Settings
+    from config.settings import FinetuneSettings, Settings
 
 
 log = logging.getLogger(__name__)
@@ -112,8 +112,7 @@ def create_app(settings: Settings, api_key: str | None = None) -> FastAPI:
     store = Store(data_dir / "server" / "state.sqlite3")
     files = Files(store, data_dir / "server" / "files")
     models = Models(settings, store)
-    finetune = settings.finetune.model_dump(mode="json")
-    engine = Engine(LocalBackend(data_dir, finetune), settings.serve.max_tokens)
+    engine = Engine(LocalBackend(data_dir, settings.finetune), settings.serve.max_tokens)
     state = ServerState(
         settings, store, files, models, engine, Worker(store, files, models, settings)
     )
@@ -145,7 +144,7 @@ def create_app(settings: Settings, api_key: str | None = None) -> FastAPI:
     _add_model_routes(app, state)
     _add_chat_routes(app, state)
     _add_file_routes(app, state)
-    _add_job_routes(app, state, finetune)
+    _add_job_routes(app, state, settings.finetune)
     return app
 
 
@@ -345,7 +344,7 @@ def _add_file_routes(app: FastAPI, state: ServerState) -> None:
         return state.files.delete(file_id)
 
 
-def _add_job_routes(app: FastAPI, state: ServerState, finetune: dict[str, Any]) -> None:
+def _add_job_routes(app: FastAPI, state: ServerState, finetune: FinetuneSettings) -> None:
     """``/v1/fine_tuning/jobs``."""
     store, worker = state.store, state.worker
 
@@ -402,7 +401,7 @@ def _add_job_routes(app: FastAPI, state: ServerState, finetune: dict[str, Any]) 
 
 
 def _new_job(
-    state: ServerState, body: JobRequest, finetune: dict[str, Any]
+    state: ServerState, body: JobRequest, finetune: FinetuneSettings
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The job object and its internal record for a create request (4xx if it cannot be run)."""
     models = state.models
@@ -447,16 +446,16 @@ def _new_job(
             param="metadata",
         )
     hyper = resolve_hyperparameters(body, finetune)
-    seed = finetune["seed"] if body.seed is None else body.seed
+    seed = finetune.seed if body.seed is None else body.seed
     job_id = new_id("ftjob")
     model_id = (
         f"ft:{models.base_id}:{OWNER}:{body.suffix or OWNER}:{job_id.removeprefix('ftjob-')[:8]}"
     )
-    settings = {
-        **finetune,
+    settings = {  # JSON: kept in the store, then written as the job's job.json
+        **finetune.model_dump(mode="json"),
         "epochs": hyper["n_epochs"],
         "batch_size": hyper["batch_size"],
-        "learning_rate": finetune["learning_rate"] * hyper["learning_rate_multiplier"],
+        "learning_rate": finetune.learning_rate * hyper["learning_rate_multiplier"],
         "seed": seed,
     }
     job = {

@@ -23,7 +23,7 @@ from server.models import Models
 from server.store import Store
 
 if TYPE_CHECKING:
-    from config.settings import Settings
+    from config.settings import FinetuneSettings, Settings
 
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class JobRequest(BaseModel):
     integrations: list[Any] | None = None
 
 
-def resolve_hyperparameters(body: JobRequest, finetune: dict[str, Any]) -> dict[str, Any]:
+def resolve_hyperparameters(body: JobRequest, finetune: FinetuneSettings) -> dict[str, Any]:
     """n_epochs, batch_size, learning_rate_multiplier with "auto" resolved to the settings'."""
     if body.method is not None and body.method.type != "supervised":
         raise APIError(
@@ -110,8 +110,8 @@ def resolve_hyperparameters(body: JobRequest, finetune: dict[str, Any]) -> dict[
         return value
 
     return {
-        "n_epochs": pick("n_epochs", finetune["epochs"], 1, 50),
-        "batch_size": pick("batch_size", finetune["batch_size"], 1, 256),
+        "n_epochs": pick("n_epochs", finetune.epochs, 1, 50),
+        "batch_size": pick("batch_size", finetune.batch_size, 1, 256),
         "learning_rate_multiplier": pick("learning_rate_multiplier", 1.0, 1e-6, 10),
     }
 

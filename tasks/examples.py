@@ -37,6 +37,7 @@ from markdown_it import MarkdownIt
 from prefect import task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
+from config.settings import ExamplesSettings
 from core.caching import SourceOf
 from core.markdown import markdown_to_plain
 from core.sample import spread
@@ -301,16 +302,13 @@ CODE = SourceOf(functions=(sys.modules[__name__], markdown_to_plain))  # the chu
 
 
 @task(cache_policy=INPUTS + TASK_SOURCE + CODE, persist_result=True)
-def build_examples(articles: list[dict], examples: dict) -> list[dict]:
+def build_examples(articles: list[dict], examples: ExamplesSettings) -> list[dict]:
     """Chunk every article and assign its split: the rows of examples.parquet."""
     splits = assign_splits(
-        [a["id"] for a in articles],
-        examples["test_fraction"],
-        examples["valid_fraction"],
-        examples["seed"],
+        [a["id"] for a in articles], examples.test_fraction, examples.valid_fraction, examples.seed
     )
     rows = []
     for article in sorted(articles, key=lambda a: a["id"]):
-        split, cap = splits[article["id"]], examples.get("max_chunks_per_article")
-        rows += article_examples(article, split, examples["chunk_tokens"], cap)
+        split, cap = splits[article["id"]], examples.max_chunks_per_article
+        rows += article_examples(article, split, examples.chunk_tokens, cap)
     return rows

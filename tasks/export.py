@@ -25,7 +25,6 @@ from core.chat_data import (
     SPLITS,
     DatasetError,
     dumps_jsonl,
-    export_settings,
     read_numbered,
     stats_of,
     to_chat,
@@ -99,13 +98,12 @@ def _log_stats(
 
 
 @task
-def export_jsonl(examples: list[dict], data_dir: str, export: dict) -> dict:
+def export_jsonl(examples: list[dict], data_dir: str, export: ExportSettings) -> dict:
     """Write train/valid/test JSONL in OpenAI chat format, validated, with stats.json and
     examples.parquet: every file is replaced, or none (a failed export leaves all as they
     were)."""
-    cfg = export_settings(export)
     log = run_logger(__name__)
-    by_split = _chats_by_split(examples, cfg.system_message)
+    by_split = _chats_by_split(examples, export.system_message)
     _warn_leaks(examples, log)
     if not by_split["train"]:
         raise DatasetError("train.jsonl", None, "no training examples")
@@ -123,8 +121,8 @@ def export_jsonl(examples: list[dict], data_dir: str, export: dict) -> dict:
                 reason = f"{len(rows)} lines read back, {len(by_split[split])} written"
                 raise DatasetError(name, None, reason)
             validate_examples([value for _, value in rows], name, [n for n, _ in rows])
-            split_stats[split] = stats_of([value for _, value in rows], cfg)
-            _log_stats(split, split_stats[split], cfg, log)
+            split_stats[split] = stats_of([value for _, value in rows], export)
+            _log_stats(split, split_stats[split], export, log)
         train = split_stats["train"]
         stats = {
             "as_of": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -25,6 +25,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from backends import get_backend
 from backends.base import Event, Job
+from config.settings import FinetuneSettings, Price
 from core.errors import MissingInput
 from core.runs import CURRENT_JSON, RunFolder, current_model, models_dir
 
@@ -73,9 +74,9 @@ def finetune_model(
     train: str,
     valid: str | None,
     dataset_sha256: str,
-    finetune: dict,
+    finetune: FinetuneSettings,
     data_dir: str,
-    prices: dict | None = None,
+    prices: dict[str, Price] | None = None,
 ) -> Job:
     """Fine-tune on train/valid JSONL with the configured backend; the finished job.
 

@@ -1,14 +1,19 @@
-"""core/caching.py: a task's cache key follows the code of the helpers its result comes from."""
+"""A task's cache key follows the code of the helpers its result comes from (core/caching.py)
+and the values of the settings it is given."""
 
 from __future__ import annotations
+
+from prefect.cache_policies import INPUTS
 
 import core.inline
 import core.markdown
 import tasks.clean
 import tasks.clean.render
 import tasks.examples
+from config.settings import CleanSettings, load_settings
 from core.caching import SourceOf
 from core.markdown import markdown_to_plain
+from tasks.evaluate import ModelSpec, Runtime
 
 
 def one() -> int:
@@ -40,3 +45,28 @@ def test_cleaned_pages_follow_every_step_of_the_cleaner() -> None:
     policies = tasks.clean.clean_page.cache_policy.policies
     functions = {f for p in policies if isinstance(p, SourceOf) for f in p.functions}
     assert {tasks.clean, tasks.clean.render, core.markdown, core.inline} <= functions
+
+
+def inputs_key(**inputs: object) -> str | None:
+    """The part of a task's cache key that its arguments make (``INPUTS``)."""
+    return INPUTS.compute_key(task_ctx=None, inputs=inputs, flow_parameters={})
+
+
+def test_settings_objects_are_hashed_by_their_values() -> None:
+    """Tasks take the settings objects themselves: an equal object (another run, another
+    process) hits the cache, a changed setting misses it."""
+    settings = load_settings()
+    assert inputs_key(clean=CleanSettings()) == inputs_key(clean=settings.clean)
+    assert inputs_key(clean=CleanSettings(min_words=10)) != inputs_key(clean=settings.clean)
+    runtime = Runtime.of(settings)
+    spec = ModelSpec("local", "a-model")
+    assert inputs_key(model=spec, runtime=runtime) == inputs_key(
+        model=ModelSpec("local", "a-model"), runtime=Runtime.of(load_settings())
+    )
+    assert inputs_key(model=spec, runtime=runtime) != inputs_key(
+        model=ModelSpec("local", "another-model"), runtime=runtime
+    )
+    # answers depend on no training hyperparameter: a new learning rate keeps them cached
+    retuned = load_settings()
+    retuned.finetune.learning_rate = 0.5
+    assert inputs_key(runtime=Runtime.of(retuned)) == inputs_key(runtime=runtime)

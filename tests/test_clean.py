@@ -707,8 +707,7 @@ RECORD_TYPES = {
 
 def clean(path: Path, url: str = "https://example.com/post", **overrides: object) -> dict:
     """clean_page's function body on one file, without a Prefect server."""
-    options = CleanSettings().model_dump() | overrides
-    return clean_page.fn(str(path), "ab" * 32, url, "test", options)
+    return clean_page.fn(str(path), "ab" * 32, url, "test", CleanSettings(**overrides))
 
 
 def test_clean_page_record(tmp_path: Path) -> None:
@@ -960,7 +959,9 @@ def test_a_page_nested_ten_thousand_deep_is_cleaned_not_a_recursion_error(tmp_pa
     page = tmp_path / "deep.html"
     page.write_text(f"<html><head><title>Deep</title></head><body><article><h1>Deep</h1>"
                     f"<p>A first paragraph.</p>{deep}</article></body></html>")  # fmt: skip
-    record = clean_page.fn(str(page), "sha", "https://example.com/deep", "test", {})
+    record = clean_page.fn(
+        str(page), "sha", "https://example.com/deep", "test", CleanSettings(min_words=0)
+    )
     assert record["title"] == "Deep"
     assert "The deep words are kept." in record["plain"]
     assert record["plain"].startswith("Deep\n\nA first paragraph.")

@@ -45,7 +45,7 @@ def corpus_files() -> list[Path]:
 def cleaned() -> dict[Path, dict]:
     """Every corpus file cleaned once with the default settings, timed."""
     files = corpus_files()
-    options = CleanSettings().model_dump()
+    options = CleanSettings()
     start = time.perf_counter()
     records = {
         path: clean_record(

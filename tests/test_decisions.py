@@ -13,7 +13,8 @@ import backends.local.decisions as decisions_module
 from backends.local.data import IGNORE, collate, tokenize_example
 from backends.local.model import load_model
 from backends.local.steps import target_loss
-from backends.local.train import run_fingerprint, train
+from backends.local.train import hashed_settings, run_fingerprint, train
+from config.settings import FinetuneSettings
 
 from tinymodel import make_tiny_model
 
@@ -64,23 +65,22 @@ def test_weighted_loss_is_the_plain_loss_when_every_weight_is_one(tiny) -> None:
 
 
 def test_the_default_keeps_old_job_names_and_another_weight_forks_them() -> None:
-    settings = {"epochs": 2, "learning_rate": 1e-3}
+    settings = FinetuneSettings(epochs=2, learning_rate=1e-3)
     old = run_fingerprint("data", "/base", settings)
-    assert run_fingerprint("data", "/base", {**settings, "decision_weight": 1.0}) == old
-    assert run_fingerprint("data", "/base", {**settings, "decision_weight": 3.0}) != old
+    assert settings.decision_weight == 1.0  # the default: not hashed, as before it existed
+    assert "decision_weight" not in hashed_settings(settings)
+    heavier = settings.model_copy(update={"decision_weight": 3.0})
+    assert run_fingerprint("data", "/base", heavier) != old
 
 
 def test_training_with_a_decision_weight_runs_and_differs(tiny, tmp_path: Path) -> None:
-    from config.settings import FinetuneSettings
-
     folder, _, _ = tiny
     pairs = [(PLAIN, MARKDOWN), ("Notes\nA line.", "# Notes\n\nA line.")] * 2
     data = write_jsonl(tmp_path / "train.jsonl", pairs)
-    base = FinetuneSettings().model_dump() | FAST | {"epochs": 1, "batch_size": 2}
+    base = FAST | {"epochs": 1, "batch_size": 2}
     losses = {}
     for weight in (1.0, 5.0):
-        run = train(
-            tmp_path / f"run-{weight}", data, None, folder, base | {"decision_weight": weight}
-        )
+        settings = FinetuneSettings(**base, decision_weight=weight)
+        run = train(tmp_path / f"run-{weight}", data, None, folder, settings)
         losses[weight] = run["final_train_loss"]
     assert losses[1.0] != losses[5.0]

@@ -37,9 +37,8 @@ from tasks.evaluate.ceiling import without_invisible
 from tasks.store import read_runs
 
 from conftest import SAMPLE, task_states
-from tinymodel import write_tiny_profile
+from tinymodel import chat, write_tiny_profile
 
-SYSTEM = {"role": "system", "content": "You render plain text into markdown format."}
 N_SAMPLE = len(list((SAMPLE / "posts").glob("*.html")))
 KEYS = {"model_id", "cer", "chrf", "structure_f1", "text_cer", "seconds_per_example", "cost_usd"}
 NEW_KEYS = {"visible_f1", "invisible_f1", "gap_closed"}
@@ -219,7 +218,7 @@ def test_faithful_generation_keeps_words_with_a_random_model(tiny_model):
     """The tiny model is untrained noise; constrained decoding still only adds markup."""
     model, tokenizer = load_model(tiny_model)
     texts = ["Hello world, this is plain text.", "Second one\nwith two lines"]
-    chats = [[SYSTEM, {"role": "user", "content": t}] for t in texts]
+    chats = [chat(t) for t in texts]
     answers = generate(model, tokenizer, chats, faithful=True, max_new_tokens=400)
 
     def words(s: str) -> str:
@@ -241,21 +240,22 @@ def test_computed_models_are_compared_and_follow_their_code(monkeypatch, tmp_pat
     assert computing_function("rules")("a\nb") == "a\n\nb"
     assert computing_function("ceiling")("Some *soft* `x`.") == "Some soft x."
     assert computing_function("identity")("a *b*") == "a *b*"
-    conf = load_settings(data_dir=tmp_path).model_dump(mode="json")
+    conf = load_settings(data_dir=tmp_path)
     models = models_to_compare("new", None, conf, {"plain": "a", "reference": "# a"})
-    assert [(m["name"], m["backend"]) for m in models] == [
+    assert [(name, m.backend) for name, m in models.items()] == [
         ("identity", "computed"),
         ("ceiling", "computed"),
         ("rules", "computed"),
-        ("base", conf["finetune"]["backend"]),
-        ("finetuned", conf["finetune"]["backend"]),
+        ("base", conf.finetune.backend),
+        ("finetuned", conf.finetune.backend),
     ]
+    identity, ceiling, rules = models["identity"], models["ceiling"], models["rules"]
     # the cache key holds the source of the module that computes the answers: here this file
-    assert models[2]["source_sha256"] != models[0]["source_sha256"]
+    assert rules.source_sha256 != identity.source_sha256
     ceiling_source = inspect.getsource(importlib.import_module("tasks.evaluate.ceiling"))
-    assert models[1]["source_sha256"] == hashlib.sha256(ceiling_source.encode()).hexdigest()
-    assert models[0]["source_sha256"] != models[1]["source_sha256"]  # identity: not ceiling.py
-    assert computed_model("rules") == models[2]
+    assert ceiling.source_sha256 == hashlib.sha256(ceiling_source.encode()).hexdigest()
+    assert identity.source_sha256 != ceiling.source_sha256  # identity: not ceiling.py
+    assert computed_model("rules") == rules
 
 
 def test_the_authors_rules_are_counted_from_the_train_split_and_follow_it(tmp_path) -> None:
@@ -269,19 +269,19 @@ def test_the_authors_rules_are_counted_from_the_train_split_and_follow_it(tmp_pa
     lines = [{"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": p},
                            {"role": "assistant", "content": m}]} for p, m in pairs]  # fmt: skip
     (jsonl / "train.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    conf = load_settings(data_dir=tmp_path).model_dump(mode="json")
+    conf = load_settings(data_dir=tmp_path)
     models = models_to_compare("new", None, conf, {"plain": "a", "reference": "# a"})
-    assert [m["name"] for m in models][:4] == ["identity", "ceiling", "rules", "author_rules"]
+    assert list(models)[:4] == ["identity", "ceiling", "rules", "author_rules"]
     author = computing_function("author_rules", tmp_path)
     assert author == AuthorRules.fit(pairs)
     assert author("Intro there.\n\nDeploy\n\nLong words.") == (
         "Intro there.\n\n### Deploy\n\nLong words."
     )
     before = computed_model("author_rules", tmp_path)
-    assert before == models[3]
+    assert before == models["author_rules"]
     (jsonl / "train.jsonl").write_text(json.dumps(lines[0]) + "\n")
-    assert computed_model("author_rules", tmp_path)["train_sha256"] != before["train_sha256"]
-    assert models_to_compare("new", None, conf, None)[3]["name"] != "author_rules"  # no one-shot
+    assert computed_model("author_rules", tmp_path).train_sha256 != before.train_sha256
+    assert list(models_to_compare("new", None, conf, None))[3] != "author_rules"  # no one-shot
 
 
 def test_at_most_max_examples_test_chunks_spread_over_the_split(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+from config.settings import ExamplesSettings
 from core.markdown import markdown_to_plain
 from core.tokens import count_tokens
 from tasks.examples import (
@@ -176,7 +177,7 @@ def test_small_datasets_still_get_a_test_and_a_valid_article():
 def test_build_examples_keeps_each_article_in_one_split():
     articles = [{"id": f"a{i}", "markdown": DOC} for i in range(6)]
     rows = build_examples.fn(
-        articles, {"chunk_tokens": 16, "test_fraction": 0.2, "valid_fraction": 0.2, "seed": 1}
+        articles, ExamplesSettings(chunk_tokens=16, test_fraction=0.2, valid_fraction=0.2, seed=1)
     )
     per_article = {}
     for row in rows:

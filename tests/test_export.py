@@ -31,7 +31,7 @@ from tasks.export import export_jsonl, summary_markdown
 
 SYSTEM = "You render plain text into markdown format."
 ASSISTANT = {"role": "assistant", "content": "a"}
-EXPORT = ExportSettings().model_dump(mode="json")
+EXPORT = ExportSettings()
 
 
 def good(i: int = 0) -> dict:
@@ -253,7 +253,7 @@ def test_too_long_and_billing_clip_at_limit() -> None:
     lens = [num_tokens_from_messages(e["messages"]) for e in examples]
     limit = 40
     assert lens[0] <= limit < lens[1]
-    stats = dataset_stats(examples, {**EXPORT, "max_tokens_per_example": limit})
+    stats = dataset_stats(examples, ExportSettings(max_tokens_per_example=limit))
     assert stats["n_too_long"] == 1
     assert stats["billing_tokens"] == lens[0] + limit
     assert dataset_stats(examples, EXPORT)["billing_tokens"] == sum(lens)
@@ -272,7 +272,7 @@ def test_default_epochs_rule(n_train: int, epochs: int) -> None:
 
 
 def test_epochs_constants_come_from_settings() -> None:
-    custom = {**EXPORT, "target_epochs": 2, "min_target_examples": 200, "max_default_epochs": 4}
+    custom = ExportSettings(target_epochs=2, min_target_examples=200, max_default_epochs=4)
     assert default_epochs(40, custom) == 4  # 80 < 200 -> min(4, 200 // 40 = 5)
     assert default_epochs(150, custom) == 2
     assert default_epochs(0, EXPORT) == 0
@@ -287,9 +287,9 @@ def test_epochs_and_charged_tokens_in_stats() -> None:
 
 @pytest.mark.parametrize("model", ["gpt-3.5-turbo", "gpt-4o-mini-2024-07-18"])
 def test_cost_is_charged_tokens_times_price(model: str) -> None:
-    settings = {**EXPORT, "price_model": model}
+    settings = ExportSettings(price_model=model)
     stats = dataset_stats([good(i) for i in range(12)], settings)
-    price = EXPORT["prices"][model]["training"]
+    price = EXPORT.prices[model].training
     assert stats["est_cost_usd"] == stats["charged_tokens"] * price / 1e6
     assert stats["price_model"] == model
     assert stats["prices_as_of"] == "2024-12-01"
@@ -298,7 +298,7 @@ def test_cost_is_charged_tokens_times_price(model: str) -> None:
 
 def test_unknown_price_model_is_an_error() -> None:
     with pytest.raises(ValueError, match="not in the price table"):
-        dataset_stats([good()], {**EXPORT, "price_model": "gpt-9"})
+        dataset_stats([good()], ExportSettings(price_model="gpt-9"))
 
 
 # --- files ----------------------------------------------------------------------------------
@@ -429,7 +429,7 @@ def test_bad_example_leaves_previous_files_untouched(tmp_path: Path) -> None:
 
 def test_empty_system_message_fails_on_first_train_line(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match=r"^train\.jsonl line 1: message 1 content is empty"):
-        export_jsonl.fn(sample_rows(), str(tmp_path), {**EXPORT, "system_message": ""})
+        export_jsonl.fn(sample_rows(), str(tmp_path), ExportSettings(system_message=""))
     assert not (tmp_path / "jsonl" / "train.jsonl").exists()
 
 

@@ -27,20 +27,15 @@ from backends.local.generate import (
 )
 from backends.local.model import SMOLLM2, base_model_dir, find_gguf, load_model
 
-from tinymodel import CHATML_TEMPLATE, make_tiny_model
+from tinymodel import CHATML_TEMPLATE, SYSTEM_MESSAGE, chat, make_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
-SYSTEM = {"role": "system", "content": "You render plain text into markdown format."}
+SYSTEM = {"role": "system", "content": SYSTEM_MESSAGE}
 TEXTS = [
     "Hi",
     "A much longer piece of plain text, which goes on and on about writing clearly.",
     "Medium length text here.",
 ]
-
-
-def chat(user: str) -> list[dict]:
-    """A system + user conversation."""
-    return [SYSTEM, {"role": "user", "content": user}]
 
 
 def prompt_ids(tokenizer, conversation: list[dict]) -> list[int]:
@@ -391,7 +386,7 @@ def test_smollm2_trains_a_few_steps_then_pgpt_format_answers(tmp_path: Path) -> 
     }
     from config.settings import FinetuneSettings
 
-    backend = LocalBackend(tmp_path, FinetuneSettings(**settings).model_dump())
+    backend = LocalBackend(tmp_path, FinetuneSettings(**settings))
     job = backend.follow(backend.start_finetune(str(train), None))
     assert job.status == "succeeded" and job.metrics["steps"] == 2
     set_current_model(tmp_path, job.model_id)

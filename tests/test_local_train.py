@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,7 +31,7 @@ from backends.local.data import (
     tokenize_example,
 )
 from backends.local.generate import load_for_inference
-from backends.local.plan import full_settings, load_split
+from backends.local.plan import load_split
 from backends.local.steps import (
     accumulate_gradients,
     build_model,
@@ -40,6 +41,7 @@ from backends.local.steps import (
     train_step,
 )
 from backends.local.train import run_fingerprint, train
+from config.settings import FinetuneSettings
 from core.chat_data import read_chats, to_chat
 from core.runs import METRICS_COLUMNS
 
@@ -58,6 +60,11 @@ PAIRS = [
 # Small and fast: one thread (a tiny model gains nothing from two, and two threads spin badly
 # when the other core is busy), short sequences, no warm-up surprises.
 FAST = {"threads": 1, "max_seq_tokens": 64, "learning_rate": 1e-2, "warmup_ratio": 0.1}
+
+
+def fast_settings(**overrides: Any) -> FinetuneSettings:
+    """The FAST settings, with ``overrides``."""
+    return FinetuneSettings(**{**FAST, **overrides})
 
 
 def chat(plain: str, markdown: str) -> list[dict[str, str]]:
@@ -244,9 +251,9 @@ def test_collate_pads_right_and_masks_padding() -> None:
 @pytest.fixture
 def lora(tiny_base: Path, dataset: tuple[Path, Path]):
     """(LoRA-wrapped tiny model without dropout, its tokenized train split, settings)."""
-    settings = full_settings({**FAST, "lora_dropout": 0.0})
+    settings = fast_settings(lora_dropout=0.0)
     model, tok = build_model(tiny_base, settings)
-    examples, _, _ = load_split(dataset[0], tok, settings["max_seq_tokens"])
+    examples, _, _ = load_split(dataset[0], tok, settings.max_seq_tokens)
     return model, examples, settings
 
 
@@ -327,7 +334,7 @@ def test_build_model_uses_fast_dropout(tiny_base: Path) -> None:
     """Every LoRA layer's dropout is the fast one (7 layers x 2 blocks)."""
     from backends.local.steps import fast_dropout_class
 
-    model, _ = build_model(tiny_base, full_settings(FAST))
+    model, _ = build_model(tiny_base, fast_settings())
     fast = [m for m in model.modules() if isinstance(m, fast_dropout_class())]
     assert len(fast) == 14 and all(m.p == 0.05 for m in fast)
 
@@ -340,7 +347,7 @@ def test_training_lowers_the_loss_and_writes_the_run(
 ) -> None:
     """30 steps on 8 examples: loss halves; metrics.csv, adapter/ and model.json written."""
     events: list[dict] = []
-    settings = {**FAST, "epochs": 15, "batch_size": 4, "lora_dropout": 0.0}
+    settings = fast_settings(epochs=15, batch_size=4, lora_dropout=0.0)
     run = tmp_path / "run"
     record = train(run, dataset[0], dataset[1], tiny_base, settings, on_event=events.append)
 
@@ -403,14 +410,12 @@ def test_the_valid_split_is_scored_on_at_most_max_valid_examples(
     """The valid loss and the calibration read the same few chunks, spread over the split;
     the cap is a report's, not training's: the model id stays."""
     events: list[dict] = []
-    capped = {**FAST, "max_steps": 1, "max_valid_examples": 2}
+    capped = fast_settings(max_steps=1, max_valid_examples=2)
     record = train(tmp_path / "run", *dataset, tiny_base, capped, on_event=events.append)
     assert [e["n_examples"] for e in events if e["type"] == "valid"] == [2]
     assert record["decoding"]["valid_examples"] == 2
-    whole = {**capped, "max_valid_examples": None}
-    assert run_fingerprint("d", tiny_base, full_settings(capped)) == run_fingerprint(
-        "d", tiny_base, full_settings(whole)
-    )
+    whole = fast_settings(max_steps=1, max_valid_examples=None)
+    assert run_fingerprint("d", tiny_base, capped) == run_fingerprint("d", tiny_base, whole)
     events.clear()
     train(tmp_path / "whole", *dataset, tiny_base, whole, on_event=events.append)
     assert [e["n_examples"] for e in events if e["type"] == "valid"] == [4]
@@ -453,7 +458,7 @@ def test_a_killed_run_resumes_to_the_same_adapter(
     tmp_path: Path, tiny_base: Path, dataset: tuple[Path, Path]
 ) -> None:
     """SIGKILL after a checkpoint, run again: continues at the next step, same final adapter."""
-    settings = {
+    overrides = {
         **FAST,
         "epochs": 30,  # 8 examples, batches of 2, 2 per step: 2 steps an epoch, 60 steps
         "batch_size": 2,
@@ -461,12 +466,13 @@ def test_a_killed_run_resumes_to_the_same_adapter(
         "checkpoint_every": 2,
         "lora_dropout": 0.1,  # dropout draws random numbers: the RNG state must resume too
     }
+    settings = FinetuneSettings(**overrides)
     job = {"train": str(dataset[0]), "valid": str(dataset[1]), "base_dir": str(tiny_base)}
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     reference = train(straight, dataset[0], dataset[1], tiny_base, settings)
 
     killed.mkdir()
-    (killed / "job.json").write_text(json.dumps({**job, "settings": settings}))
+    (killed / "job.json").write_text(json.dumps({**job, "settings": overrides}))
     process = _cli(killed)
     deadline = time.monotonic() + 120
     for line in process.stdout:  # kill as soon as a checkpoint at step >= 2 is announced
@@ -512,7 +518,7 @@ def test_a_checkpoint_from_other_settings_is_refused(
     tmp_path: Path, tiny_base: Path, dataset: tuple[Path, Path]
 ) -> None:
     """Resuming with a different batch size (other batches, other schedule) is an error."""
-    settings = {**FAST, "epochs": 2, "batch_size": 2, "checkpoint_every": 1}
+    settings = fast_settings(epochs=2, batch_size=2, checkpoint_every=1)
 
     def crash_at_checkpoint(event: dict) -> None:
         if event["type"] == "checkpoint":
@@ -522,4 +528,10 @@ def test_a_checkpoint_from_other_settings_is_refused(
         train(tmp_path, dataset[0], None, tiny_base, settings, crash_at_checkpoint)
     assert find_checkpoint(tmp_path) is not None
     with pytest.raises(ValueError, match="other data, base model or settings"):
-        train(tmp_path, dataset[0], None, tiny_base, {**settings, "batch_size": 4})
+        train(
+            tmp_path,
+            dataset[0],
+            None,
+            tiny_base,
+            fast_settings(epochs=2, batch_size=4, checkpoint_every=1),
+        )

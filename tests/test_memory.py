@@ -23,9 +23,10 @@ from backends.local import plan as plan_module
 from backends.local import steps as steps_module
 from backends.local import train as train_module
 from backends.local.data import collate, split_by_tokens
-from backends.local.plan import full_settings, load_split
+from backends.local.plan import load_split
 from backends.local.steps import build_model
 from backends.local.train import train
+from config.settings import FinetuneSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEM = "You render plain text into markdown format."
@@ -107,7 +108,7 @@ def test_training_runs_micro_batches_within_the_bound(
     tokenizer = load_model(tiny_base, threads=1)[1]
     examples, _, _ = load_split(train_jsonl, tokenizer, FAST["max_seq_tokens"])
     bound = 2 * sorted(len(e["input_ids"]) for e in examples)[2]  # two short rows fit
-    settings = {**FAST, "batch_size": 4, "epochs": 1, "micro_batch_tokens": bound}
+    settings = FinetuneSettings(**FAST, batch_size=4, epochs=1, micro_batch_tokens=bound)
     train(tmp_path / "run", train_jsonl, None, tiny_base, settings)
     assert seen and all(rows == 1 or rows * width <= bound for rows, width in seen)
     assert any(rows == 1 for rows, _ in seen)  # the batch of 4 was cut
@@ -145,9 +146,9 @@ def test_fused_lora_dropout_saves_a_quarter_of_the_activations(
     tiny_base: Path, train_jsonl: Path
 ) -> None:
     """Fused: float bytes saved for backward drop by >= 25 % against PEFT's own dropout."""
-    settings = full_settings({**FAST, "lora_dropout": 0.1})
+    settings = FinetuneSettings(**FAST, lora_dropout=0.1)
     fused, tokenizer = build_model(tiny_base, settings)
-    examples, _, _ = load_split(train_jsonl, tokenizer, settings["max_seq_tokens"])
+    examples, _, _ = load_split(train_jsonl, tokenizer, settings.max_seq_tokens)
     batch = collate(examples[:2], 0)
     monkey = pytest.MonkeyPatch()
     monkey.setattr(steps_module, "use_fast_dropout", lambda model: 0)  # PEFT's nn.Dropout
@@ -189,11 +190,11 @@ def test_peft_state_dict_is_unchanged_by_the_fusion(tiny_base: Path) -> None:
     """The adapter's keys are PEFT's own (checkpoints and saved adapters load anywhere)."""
     from peft import get_peft_model_state_dict
 
-    fused, _ = build_model(tiny_base, full_settings(FAST))
+    fused, _ = build_model(tiny_base, FinetuneSettings(**FAST))
     monkey = pytest.MonkeyPatch()
     monkey.setattr(steps_module, "use_fast_dropout", lambda model: 0)
     try:
-        plain, _ = build_model(tiny_base, full_settings(FAST))
+        plain, _ = build_model(tiny_base, FinetuneSettings(**FAST))
     finally:
         monkey.undo()
     assert get_peft_model_state_dict(fused).keys() == get_peft_model_state_dict(plain).keys()
@@ -265,7 +266,7 @@ def test_training_tunes_the_allocator_and_frees_the_model(
         return model, tokenizer
 
     monkeypatch.setattr(train_module, "build_model", build)
-    train(tmp_path / "run", train_jsonl, None, tiny_base, {**FAST, "max_steps": 2})
+    train(tmp_path / "run", train_jsonl, None, tiny_base, FinetuneSettings(**FAST, max_steps=2))
     gc.collect()
     assert calls == [256]  # the default, finetune.mmap_threshold_kb
     if plan_module._glibc() is not None:

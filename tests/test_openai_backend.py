@@ -18,12 +18,13 @@ from pathlib import Path
 import pytest
 
 from backends.openai import BudgetError, OpenAIBackend, collect_metrics, translate_event
-from config.settings import load_settings
+from config.settings import FinetuneSettings, load_settings
 from core.chat_data import to_chat, write_jsonl
 from core.markdown import markdown_to_plain
 from tasks.evaluate import models_to_compare
 
 from conftest import ROOT, SAMPLE
+from tinymodel import chat
 
 KEY = "sk-test-" + secrets.token_hex(16)  # a fresh secret: it must never be written anywhere
 KEY_ENV = "PGPT_TEST_OPENAI_KEY"
@@ -71,8 +72,8 @@ def key_env(monkeypatch):
     monkeypatch.setenv(KEY_ENV, KEY)
 
 
-def finetune_settings(base_url: str, tiny_model: Path, **overrides) -> dict:
-    """FinetuneSettings (as a dict) for the openai backend pointed at the test server."""
+def finetune_settings(base_url: str, tiny_model: Path, **overrides) -> FinetuneSettings:
+    """FinetuneSettings for the openai backend pointed at the test server."""
     base = {
         "backend": "openai",
         "base_model": tiny_model.name,  # the server lists its base model under its folder name
@@ -85,8 +86,7 @@ def finetune_settings(base_url: str, tiny_model: Path, **overrides) -> dict:
             "server_extensions": True,
         },
     }
-    settings = load_settings().finetune.model_validate(base | overrides).model_dump()
-    return settings
+    return FinetuneSettings.model_validate(base | overrides)
 
 
 def server_jobs(backend: OpenAIBackend, training_file: str | None = None) -> list:
@@ -138,7 +138,7 @@ def test_budget_refused_before_any_upload(tmp_path, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # a request would fail: no key
     train, valid = write_dataset(tmp_path, "budget", n_train=20)
     settings = finetune_settings("", Path("gpt-3.5-turbo"), epochs=3)
-    settings["openai"] |= {"base_url": None, "max_cost_usd": 0.001}
+    settings.openai.base_url, settings.openai.max_cost_usd = None, 0.001
     backend = OpenAIBackend(tmp_path / "data", settings)
     with pytest.raises(BudgetError) as refused:
         backend.start_finetune(train, valid)
@@ -153,7 +153,7 @@ def test_unknown_price_on_openai_is_an_error(tmp_path, monkeypatch):
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     train, _ = write_dataset(tmp_path, "price")
     settings = finetune_settings("", Path("my-own-model"))
-    settings["openai"]["base_url"] = None
+    settings.openai.base_url = None
     with pytest.raises(ValueError, match="no training price for 'my-own-model'"):
         OpenAIBackend(tmp_path / "data", settings).start_finetune(train, None)
 
@@ -162,20 +162,20 @@ def test_missing_key_names_the_variable(tmp_path, monkeypatch):
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     settings = finetune_settings("", Path("gpt-4o-mini"))
-    settings["openai"] |= {"base_url": None, "api_key_env": "OPENAI_API_KEY"}
+    settings.openai.base_url, settings.openai.api_key_env = None, "OPENAI_API_KEY"
     with pytest.raises(ValueError, match="set OPENAI_API_KEY or name a Prefect Secret"):
         OpenAIBackend(tmp_path, settings).client  # noqa: B018
 
 
 def test_openai_models_compared_only_when_available(tmp_path):
-    conf = load_settings(data_dir=tmp_path).model_dump(mode="json")  # no train split
-    conf["evaluate"]["openai_models"] = ["gpt-4o-mini"]
+    conf = load_settings(data_dir=tmp_path)  # no train split
+    conf.evaluate.openai_models = ["gpt-4o-mini"]
     one_shot = {"plain": "a", "reference": "*a*"}
-    names = [m["name"] for m in models_to_compare("new", None, conf, one_shot)]
+    names = list(models_to_compare("new", None, conf, one_shot))
     assert names == ["identity", "ceiling", "rules", "base", "finetuned"]
     models = models_to_compare("new", None, conf, one_shot, openai_available=True)
-    assert [(m["name"], m["backend"]) for m in models][-1] == ("gpt-4o-mini", "openai")
-    assert "For example, this plain text:\n\na\n\nis rendered" in models[-1]["system"]
+    assert [(name, m.backend) for name, m in models.items()][-1] == ("gpt-4o-mini", "openai")
+    assert "For example, this plain text:\n\na\n\nis rendered" in models["gpt-4o-mini"].system
 
 
 # --- against the server -----------------------------------------------------------------------
@@ -208,12 +208,12 @@ def test_finetune_follow_and_chat(server, tiny_model, tmp_path, key_env):
     assert saved["job_id"] == job_id and saved["steps"] == steps[-1]["step"]
 
     plain = markdown_to_plain(chat_examples(1, "follow")[0]["messages"][2]["content"])
-    chat = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": plain}]
-    raw = backend.complete(job.model_id, [chat, chat])
+    conversation = chat(plain)
+    raw = backend.complete(job.model_id, [conversation, conversation])
     assert raw[0] == raw[1] and isinstance(raw[0], str)  # greedy: the same answer twice
     assert backend.usage["prompt_tokens"] > 0 and backend.usage["completion_tokens"] > 0
     assert backend.usage_cost(job.model_id) == 0.0  # not on OpenAI's price list
-    faithful = backend.complete(job.model_id, [chat], faithful=True)[0]
+    faithful = backend.complete(job.model_id, [conversation], faithful=True)[0]
     # the server decoded under the constraint: the input's words, in order, only markup added
     # (the random tiny model spends its token budget on markup, so the answer may stop early)
     letters = re.compile(r"[^A-Za-z]")  # markup (and list numbers) may go anywhere
@@ -227,14 +227,15 @@ def test_follower_killed_mid_job_resumes_the_same_job(server, tiny_model, tmp_pa
     train, valid = write_dataset(tmp_path, "crash")
     settings = finetune_settings(base_url, tiny_model, epochs=20)
     script = (
-        "import json, sys\nfrom backends.openai import OpenAIBackend\n"
-        "b = OpenAIBackend(sys.argv[1], json.loads(sys.argv[2]))\n"
+        "import sys\nfrom backends.openai import OpenAIBackend\n"
+        "from config.settings import FinetuneSettings\n"
+        "b = OpenAIBackend(sys.argv[1], FinetuneSettings.model_validate_json(sys.argv[2]))\n"
         "job = b.start_finetune(sys.argv[3], sys.argv[4])\n"
         "b.follow(job)\n"
     )
     data = tmp_path / "data"
     follower = subprocess.Popen(
-        [sys.executable, "-c", script, str(data), json.dumps(settings), train, valid],
+        [sys.executable, "-c", script, str(data), settings.model_dump_json(), train, valid],
         cwd=ROOT,
         env={**os.environ, KEY_ENV: KEY},
     )
@@ -370,7 +371,7 @@ def test_retrain_flow_with_the_openai_backend(
     finetuned = CliRunner().invoke(app, [*cli, "finetune", "--profile", str(profile)])
     assert finetuned.exit_code == 0, finetuned.output
     assert f"Fine-tuned {model_id}:" in " ".join(finetuned.output.split())
-    backend = OpenAIBackend(data, load_settings(str(profile), data).finetune.model_dump())
+    backend = OpenAIBackend(data, load_settings(str(profile), data).finetune)
     assert len(server_jobs(backend, backend.records()[0]["training_file"])) == 1
     plain = "A title\nSome words to format."
     formatted = CliRunner().invoke(app, [*cli, "format", "-", "--profile", str(profile)], plain)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import doctest
 
 import pytest
-from test_local_model import SYSTEM, chat, prompt_ids
+from test_local_model import SYSTEM, prompt_ids
 
 from backends.local import scaffold as scaffold_module
 from backends.local.faithful import MARKUP, SPACE
@@ -18,6 +18,8 @@ from backends.local.model import load_model
 from backends.local.plan import load_split
 from backends.local.scaffold import scaffolded
 from core.rules import rules_markdown
+
+from tinymodel import chat
 
 PLAIN = "Tools\n\nUse small tools, all of them:\n\nhammers\nsaws\n\nThat is all there is to it."
 MARKDOWN = "## Tools\n\nUse small tools, all of them:\n\n- hammers\n- saws\n\nThat is all."

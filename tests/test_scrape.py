@@ -38,7 +38,7 @@ MEDIUM_CORPUS = Path(__file__).resolve().parents[2] / "shared/corpora/medium-enk
 PAGE = "<!DOCTYPE html><html><head><title>T</title></head><body><p>Hello.</p></body></html>"
 
 
-def settings(**overrides: object) -> dict:
+def settings(**overrides: object) -> ScrapeSettings:
     """Fast scrape settings: no per-host delay, tiny backoff and timeouts."""
     base = {
         "per_host_delay_s": 0.0,
@@ -47,7 +47,7 @@ def settings(**overrides: object) -> dict:
         "retries": 2,
         "timeout_s": 2.0,
     }
-    return ScrapeSettings(**{**base, **overrides}).model_dump()
+    return ScrapeSettings(**{**base, **overrides})
 
 
 @pytest.fixture(autouse=True)

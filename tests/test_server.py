@@ -27,6 +27,8 @@ from backends.local import LocalBackend
 from config.settings import load_settings
 from server.app import create_app, serve_in_thread
 
+from tinymodel import chat
+
 SYSTEM = "You render plain text into markdown format."
 PAIRS = [
     ("Why I write", "# Why I write"),
@@ -73,11 +75,6 @@ def make_settings(root: Path, tiny_model: Path, max_steps: int | None = 3) -> An
         f"serve:\n  max_body_bytes: {MAX_BODY}\n  max_tokens: 64\n"
     )
     return load_settings(str(profile), data_dir=root / "data")
-
-
-def messages(text: str = PLAIN) -> list[dict[str, str]]:
-    """System + user."""
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}]
 
 
 def wait_for(
@@ -351,19 +348,19 @@ def test_create_job_refuses_unknown_model_and_file(live):
 
 def test_chat_matches_the_local_backend_and_streams_the_same_text(live):
     client, model = live.client, live.job.fine_tuned_model
-    answer = client.chat.completions.create(model=model, messages=messages())
+    answer = client.chat.completions.create(model=model, messages=chat(PLAIN))
     [choice] = answer.choices
     assert answer.object == "chat.completion" and answer.model == model
     assert choice.message.role == "assistant" and choice.message.content
-    local = LocalBackend(live.settings.data_dir, live.settings.finetune.model_dump())
-    assert local.complete(live.job.id, [messages()]) == [choice.message.content]
+    local = LocalBackend(live.settings.data_dir, live.settings.finetune)
+    assert local.complete(live.job.id, [chat(PLAIN)]) == [choice.message.content]
     usage = answer.usage
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
     assert usage.prompt_tokens > len(PLAIN.split())
 
     chunks = list(
         client.chat.completions.create(
-            model=model, messages=messages(), stream=True, stream_options={"include_usage": True}
+            model=model, messages=chat(PLAIN), stream=True, stream_options={"include_usage": True}
         )
     )
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -377,12 +374,12 @@ def test_chat_matches_the_local_backend_and_streams_the_same_text(live):
 
 def test_max_tokens_stop_and_seed(live):
     client, model = live.client, live.job.fine_tuned_model
-    short = client.chat.completions.create(model=model, messages=messages(), max_tokens=5)
+    short = client.chat.completions.create(model=model, messages=chat(PLAIN), max_tokens=5)
     assert short.choices[0].finish_reason == "length" and short.usage.completion_tokens == 5
-    capped = client.chat.completions.create(model=model, messages=messages(), max_tokens=10_000)
+    capped = client.chat.completions.create(model=model, messages=chat(PLAIN), max_tokens=10_000)
     assert capped.usage.completion_tokens <= 64  # serve.max_tokens
 
-    full = client.chat.completions.create(model=model, messages=messages(), max_tokens=40)
+    full = client.chat.completions.create(model=model, messages=chat(PLAIN), max_tokens=40)
     text = full.choices[0].message.content
     start = next(
         i for i in range(12, len(text)) if text[i : i + 3].isascii() and text[i : i + 3].isalnum()
@@ -390,20 +387,20 @@ def test_max_tokens_stop_and_seed(live):
     stop = text[start : start + 3]
     cut = text[: text.find(stop)]
     stopped = client.chat.completions.create(
-        model=model, messages=messages(), max_tokens=40, stop=[stop, "never-there"]
+        model=model, messages=chat(PLAIN), max_tokens=40, stop=[stop, "never-there"]
     )
     assert stopped.choices[0].message.content == cut
     assert stopped.choices[0].finish_reason == "stop"
     assert stopped.usage.completion_tokens < 40  # generation ended at the stop string
     streamed = client.chat.completions.create(
-        model=model, messages=messages(), max_tokens=40, stop=stop, stream=True
+        model=model, messages=chat(PLAIN), max_tokens=40, stop=stop, stream=True
     )
     parts = [c.choices[0].delta.content or "" for c in streamed if c.choices]
     assert "".join(parts) == cut
 
     def sample(seed: int) -> str:
         reply = client.chat.completions.create(
-            model=model, messages=messages(), temperature=1.0, seed=seed, max_tokens=20
+            model=model, messages=chat(PLAIN), temperature=1.0, seed=seed, max_tokens=20
         )
         return reply.choices[0].message.content
 
@@ -418,22 +415,22 @@ def test_faithful_extension_keeps_the_input_words(live):
     def words(s: str) -> str:
         return "".join(c for c in s if not c.isspace() and c not in "#*_>`-+|:.\\0123456789")
 
-    raw = client.chat.completions.create(model=model, messages=messages()).choices[0]
+    raw = client.chat.completions.create(model=model, messages=chat(PLAIN)).choices[0]
     assert words(raw.message.content) != words(PLAIN)  # the random model invents text ...
     faithful = client.chat.completions.create(
-        model=model, messages=messages(), extra_body={"faithful": True}
+        model=model, messages=chat(PLAIN), extra_body={"faithful": True}
     ).choices[0]
     assert words(faithful.message.content) == words(PLAIN)  # ... unless it is constrained
     assert faithful.finish_reason == "stop", faithful.message.content  # input used up: the end
     chunks = client.chat.completions.create(
-        model=model, messages=messages(), extra_body={"faithful": True}, stream=True
+        model=model, messages=chat(PLAIN), extra_body={"faithful": True}, stream=True
     )
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == faithful.message.content
 
 
 def test_base_model_is_served_too(live):
     reply = live.client.chat.completions.create(
-        model="tiny-model0", messages=messages(), max_tokens=8
+        model="tiny-model0", messages=chat(PLAIN), max_tokens=8
     )
     assert reply.usage.completion_tokens == 8 and reply.model == "tiny-model0"
 
@@ -444,7 +441,7 @@ def test_base_model_is_served_too(live):
 def test_errors_are_openai_shaped(live):
     client = live.client
     with pytest.raises(openai.NotFoundError) as e:
-        client.chat.completions.create(model="gpt-nope", messages=messages())
+        client.chat.completions.create(model="gpt-nope", messages=chat(PLAIN))
     assert e.value.status_code == 404 and e.value.code == "model_not_found"
     assert (
         e.value.body["message"]
@@ -454,10 +451,10 @@ def test_errors_are_openai_shaped(live):
         client.models.retrieve("gpt-nope")
     assert e.value.code == "model_not_found"
     with pytest.raises(openai.BadRequestError) as e:
-        client.chat.completions.create(model="tiny-model0", messages=messages(), n=2)
+        client.chat.completions.create(model="tiny-model0", messages=chat(PLAIN), n=2)
     assert e.value.param == "n"
     with pytest.raises(openai.BadRequestError) as e:
-        client.chat.completions.create(model="tiny-model0", messages=messages(), logprobs=True)
+        client.chat.completions.create(model="tiny-model0", messages=chat(PLAIN), logprobs=True)
     assert e.value.param == "logprobs"
 
     url = live.url
@@ -477,12 +474,12 @@ def test_errors_are_openai_shaped(live):
         assert missing.status_code == 400 and missing.json()["error"]["param"] == "messages"
         typed = http.post(
             f"{url}/chat/completions",
-            json={"model": "tiny-model0", "messages": messages(), "temperature": "hot"},
+            json={"model": "tiny-model0", "messages": chat(PLAIN), "temperature": "hot"},
         )
         assert typed.status_code == 400 and typed.json()["error"]["param"] == "temperature"
         unknown = http.post(
             f"{url}/chat/completions",
-            json={"model": "tiny-model0", "messages": messages(), "foo": 1},
+            json={"model": "tiny-model0", "messages": chat(PLAIN), "foo": 1},
         )
         assert unknown.status_code == 400
         assert unknown.json()["error"] == {
@@ -496,7 +493,7 @@ def test_errors_are_openai_shaped(live):
             "Invalid URL"
         )
 
-        big = {"model": "tiny-model0", "messages": messages("x" * (MAX_BODY + 1))}
+        big = {"model": "tiny-model0", "messages": chat("x" * (MAX_BODY + 1))}
         declared = http.post(f"{url}/chat/completions", json=big)
         assert declared.status_code == 413
         assert declared.json()["error"]["code"] == "request_too_large"
@@ -544,7 +541,7 @@ def test_restarted_server_finds_files_jobs_and_models(live):
     files_before = [f.id for f in client.files.list()]
     jobs_before = [(j.id, j.status) for j in client.fine_tuning.jobs.list()]
     events_before = [e.id for e in client.fine_tuning.jobs.list_events(live.job.id, limit=100)]
-    answer = client.chat.completions.create(model=live.job.fine_tuned_model, messages=messages())
+    answer = client.chat.completions.create(model=live.job.fine_tuned_model, messages=chat(PLAIN))
     live.restart()
     client = live.client
     assert [f.id for f in client.files.list()] == files_before
@@ -554,7 +551,7 @@ def test_restarted_server_finds_files_jobs_and_models(live):
     )
     assert [m.id for m in client.models.list()] == models_before
     assert live.job.fine_tuned_model in models_before
-    again = client.chat.completions.create(model=live.job.fine_tuned_model, messages=messages())
+    again = client.chat.completions.create(model=live.job.fine_tuned_model, messages=chat(PLAIN))
     assert again.choices[0].message.content == answer.choices[0].message.content
 
 
@@ -579,7 +576,7 @@ def test_local_finetune_is_listed_under_its_own_id(live):
         else:
             target.write_bytes(source.read_bytes())
     assert local_id in [m.id for m in live.client.models.list()]
-    reply = live.client.chat.completions.create(model=local_id, messages=messages(), max_tokens=6)
+    reply = live.client.chat.completions.create(model=local_id, messages=chat(PLAIN), max_tokens=6)
     assert reply.usage.completion_tokens == 6
 
 

@@ -36,6 +36,7 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 VOCAB_SIZE = 800  # 3 special + 256 byte symbols + ~540 merges
 SAMPLE_POSTS = Path(__file__).resolve().parents[1] / "data" / "sample" / "posts"
 MAX_TEXT_CHARS = 60_000  # a few sample posts: plenty for 540 merges, trains in ~0.1 s
+SYSTEM_MESSAGE = "You render plain text into markdown format."  # the export's default
 
 FALLBACK_TEXT = """\
 # Writing plain text that reads well
@@ -67,6 +68,11 @@ def hello(name: str) -> str:
 Markdown marks headings with #, emphasis with * or _, and code with backticks. Plain text
 keeps the words and drops the marks; rendering puts them back.
 """
+
+
+def chat(user: str) -> list[dict[str, str]]:
+    """A system + user conversation: ``user`` is the text a model is asked to format."""
+    return [{"role": "system", "content": SYSTEM_MESSAGE}, {"role": "user", "content": user}]
 
 
 def training_text(max_chars: int = MAX_TEXT_CHARS) -> str:

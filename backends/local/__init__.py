@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import Event, Job
+from config.settings import FinetuneSettings
 from core.runs import JobSpec, RunFolder
 
 LOCAL_ID = r"[a-z0-9.-]+"  # a local model id (base name, suffix, fingerprint): its folder name
@@ -36,7 +37,7 @@ class LocalBackend:
 
     name = "local"
 
-    def __init__(self, data_dir: str | Path, finetune: dict[str, Any]) -> None:
+    def __init__(self, data_dir: str | Path, finetune: FinetuneSettings) -> None:
         self.data_dir = Path(data_dir)
         self.settings = finetune
         self._loaded: dict[str, tuple[Any, Any]] = {}
@@ -58,16 +59,16 @@ class LocalBackend:
         from backends.local.train import run_fingerprint
         from core.runs import file_sha256
 
-        base_dir = base_model_dir(self.settings["base_model"], self.data_dir)
+        base_dir = base_model_dir(self.settings.base_model, self.data_dir)
         # the trainer's own fingerprint: threads or checkpoint spacing don't make a new job
         fingerprint = run_fingerprint(file_sha256(train, valid), base_dir, self.settings)
-        job_id = self.model_id_for(self.settings["base_model"], suffix, fingerprint)
+        job_id = self.model_id_for(self.settings.base_model, suffix, fingerprint)
         spec = JobSpec(
             id=job_id,
             train=str(Path(train).resolve()),
             valid=str(Path(valid).resolve()) if valid else None,
             base_dir=str(base_dir),
-            settings=self.settings,
+            settings=self.settings.model_dump(mode="json"),  # job.json: JSON on disk
         )
         self.run_folder(job_id).write_job(spec)
         return job_id
@@ -88,11 +89,9 @@ class LocalBackend:
 
     def follow(self, job_id: str, on_event: Callable[[Event], None] | None = None) -> Job:
         """Train (or resume) in this process until done; the finished job."""
-        from backends.local.train import train
+        from backends.local.train import train_job
 
-        run = self.run_folder(job_id)
-        job = run.read_job()
-        train(run.path, job.train, job.valid, job.base_dir, job.settings, on_event=on_event)
+        train_job(self.run_folder(job_id).path, on_event=on_event)
         return self.get_job(job_id)
 
     def complete(
@@ -129,7 +128,7 @@ class LocalBackend:
         from backends.local.generate import load_for_inference
         from backends.local.model import base_model_dir
 
-        threads = self.settings.get("threads", 0)
+        threads = self.settings.threads
         if re.fullmatch(LOCAL_ID, model_id) and (run := self.run_folder(model_id)).is_done():
             return load_for_inference(Path(run.read_job().base_dir), run.adapter, threads)
         return load_for_inference(base_model_dir(model_id, self.data_dir), None, threads)

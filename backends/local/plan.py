@@ -32,13 +32,6 @@ OnEvent = Callable[[Event], None]
 # --- plan -----------------------------------------------------------------------------------
 
 
-def full_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """``settings`` validated as ``FinetuneSettings`` (missing keys take their defaults)."""
-    from config.settings import FinetuneSettings
-
-    return FinetuneSettings.model_validate(settings).model_dump(mode="json")
-
-
 def thread_count(threads: int) -> int:
     """Torch threads to use: ``threads``, or every core this process may run on when 0."""
     return threads if threads > 0 else len(os.sched_getaffinity(0))

@@ -16,26 +16,27 @@ from backends.local.data import (
     collate,
 )
 from backends.local.plan import MAX_GRAD_NORM, lr_factor, thread_count
+from config.settings import FinetuneSettings
 
 # --- model and steps ------------------------------------------------------------------------
 
 
-def build_model(base_dir: str | Path, settings: dict[str, Any]) -> tuple[Any, Any]:
+def build_model(base_dir: str | Path, settings: FinetuneSettings) -> tuple[Any, Any]:
     """The base model wrapped with a fresh LoRA adapter (seeded init), and its tokenizer."""
     import torch
     from peft import LoraConfig, get_peft_model
 
     from backends.local.model import load_model
 
-    threads = thread_count(settings["threads"])
+    threads = thread_count(settings.threads)
     model, tokenizer = load_model(base_dir, threads=threads)
     torch.set_num_threads(threads)
-    seed_everything(settings["seed"])
+    seed_everything(settings.seed)
     config = LoraConfig(
-        r=settings["lora_r"],
-        lora_alpha=settings["lora_alpha"],
-        lora_dropout=settings["lora_dropout"],
-        target_modules=list(settings["lora_target_modules"]),
+        r=settings.lora_r,
+        lora_alpha=settings.lora_alpha,
+        lora_dropout=settings.lora_dropout,
+        target_modules=list(settings.lora_target_modules),
         task_type="CAUSAL_LM",
     )
     with warnings.catch_warnings():  # PEFT calls a transformers API deprecated in v5
@@ -184,14 +185,14 @@ def trainable_parameters(model: Any) -> list[Any]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def make_optimizer(model: Any, settings: dict[str, Any]) -> Any:
+def make_optimizer(model: Any, settings: FinetuneSettings) -> Any:
     """AdamW over the trainable (LoRA) parameters only."""
     import torch
 
     return torch.optim.AdamW(
         trainable_parameters(model),
-        lr=settings["learning_rate"],
-        weight_decay=settings["weight_decay"],
+        lr=settings.learning_rate,
+        weight_decay=settings.weight_decay,
     )
 
 

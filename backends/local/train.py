@@ -63,7 +63,6 @@ from backends.local.plan import (
     Event,
     OnEvent,
     epoch_steps,
-    full_settings,
     load_split,
     plan_steps,
     release_memory,
@@ -78,6 +77,7 @@ from backends.local.steps import (
     pad_id,
     train_step,
 )
+from config.settings import FinetuneSettings
 from core.chat_data import text_pairs
 from core.io import write_atomic
 from core.runs import ADAPTER, CHECKPOINT, RunFolder, file_sha256
@@ -104,15 +104,23 @@ ADDED_LATER = {"decision_weight": 1.0, "scaffold": "none"}  # settings hashed on
 # dataset never retrains)
 
 
-def run_fingerprint(dataset_sha256: str, base_dir: str | Path, settings: dict[str, Any]) -> str:
-    """Hash of what a checkpoint's progress depends on: data, base model and settings."""
-    kept = {
+def hashed_settings(settings: FinetuneSettings) -> dict[str, Any]:
+    """The settings a run's fingerprint hashes, as JSON (see the two lists above)."""
+    return {
         k: v
-        for k, v in settings.items()
+        for k, v in settings.model_dump(mode="json").items()
         if k not in RESUME_INDEPENDENT and (k not in ADDED_LATER or ADDED_LATER[k] != v)
     }
+
+
+def run_fingerprint(dataset_sha256: str, base_dir: str | Path, settings: FinetuneSettings) -> str:
+    """Hash of what a checkpoint's progress depends on: data, base model and settings."""
     blob = json.dumps(
-        {"data": dataset_sha256, "base": str(Path(base_dir).resolve()), "settings": kept},
+        {
+            "data": dataset_sha256,
+            "base": str(Path(base_dir).resolve()),
+            "settings": hashed_settings(settings),
+        },
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -145,7 +153,7 @@ class Run:
     train_jsonl: Path
     valid_jsonl: Path | None
     base_dir: Path
-    settings: dict[str, Any]
+    settings: FinetuneSettings
     dataset_sha256: str
     model: Any
     tokenizer: Any
@@ -175,7 +183,7 @@ def train(
     train_jsonl: str | Path,
     valid_jsonl: str | Path | None,
     base_dir: str | Path,
-    settings: dict[str, Any],
+    settings: FinetuneSettings,
     on_event: OnEvent | None = None,
 ) -> dict[str, Any]:
     """Fine-tune a LoRA adapter of ``base_dir`` on ``train_jsonl``; return ``model.json``'s dict.
@@ -204,7 +212,7 @@ def prepare_run(
     train_jsonl: str | Path,
     valid_jsonl: str | Path | None,
     base_dir: str | Path,
-    settings: dict[str, Any],
+    settings: FinetuneSettings,
     emit: OnEvent,
 ) -> Run:
     """Load the model and the data, plan the steps, make optimizer and scheduler."""
@@ -212,29 +220,30 @@ def prepare_run(
     run_dir.mkdir(parents=True, exist_ok=True)
     for stale in run_dir.glob(".*.tmp"):  # temp dirs of a killed process
         shutil.rmtree(stale, ignore_errors=True)
-    s = full_settings(settings)
-    tune_allocator(s["mmap_threshold_kb"])  # before the model and the first activations
+    tune_allocator(settings.mmap_threshold_kb)  # before the model and the first activations
     dataset_sha256 = file_sha256(train_jsonl, valid_jsonl)
-    model, tokenizer = build_model(base_dir, s)
-    scaffold = fit_scaffold(s["scaffold"], text_pairs(train_jsonl))  # read only for "author"
+    model, tokenizer = build_model(base_dir, settings)
+    scaffold = fit_scaffold(settings.scaffold, text_pairs(train_jsonl))  # read only for "author"
     train_set, truncated, dropped = load_split(
-        train_jsonl, tokenizer, s["max_seq_tokens"], s["decision_weight"], scaffold
+        train_jsonl, tokenizer, settings.max_seq_tokens, settings.decision_weight, scaffold
     )
     valid_set, v_truncated, v_dropped = load_split(
-        valid_jsonl, tokenizer, s["max_seq_tokens"], scaffold=scaffold
+        valid_jsonl, tokenizer, settings.max_seq_tokens, scaffold=scaffold
     )
-    valid_set = spread(valid_set, s["max_valid_examples"])
+    valid_set = spread(valid_set, settings.max_valid_examples)
     if not train_set:
         raise ValueError(f"{train_jsonl}: no training example with a target token")
-    n_batches = math.ceil(len(train_set) / s["batch_size"])
-    per_epoch, total = plan_steps(n_batches, s["grad_accum"], s["epochs"], s["max_steps"])
-    optimizer = make_optimizer(model, s)
+    n_batches = math.ceil(len(train_set) / settings.batch_size)
+    per_epoch, total = plan_steps(
+        n_batches, settings.grad_accum, settings.epochs, settings.max_steps
+    )
+    optimizer = make_optimizer(model, settings)
     return Run(
         run_dir=run_dir,
         train_jsonl=Path(train_jsonl),
         valid_jsonl=None if valid_jsonl is None else Path(valid_jsonl),
         base_dir=Path(base_dir),
-        settings=s,
+        settings=settings,
         dataset_sha256=dataset_sha256,
         model=model,
         tokenizer=tokenizer,
@@ -247,8 +256,8 @@ def prepare_run(
         steps_per_epoch=per_epoch,
         total_steps=total,
         optimizer=optimizer,
-        scheduler=make_scheduler(optimizer, total, s["warmup_ratio"]),
-        state=_fresh_state(run_fingerprint(dataset_sha256, base_dir, s)),
+        scheduler=make_scheduler(optimizer, total, settings.warmup_ratio),
+        state=_fresh_state(run_fingerprint(dataset_sha256, base_dir, settings)),
         emit=emit,
         started=started,
     )
@@ -287,13 +296,13 @@ def run_epoch(run: Run) -> None:
     """Train the rest of the epoch in progress (or up to the last step of the run)."""
     s, state = run.settings, run.state
     lengths = [len(e["input_ids"]) for e in run.train_set]
-    steps = epoch_steps(lengths, s["batch_size"], s["grad_accum"], s["seed"], state["epoch"])
+    steps = epoch_steps(lengths, s.batch_size, s.grad_accum, s.seed, state["epoch"])
     for position in range(state["position"], len(steps)):
         tick = time.perf_counter()
         micro = [
             collate([run.train_set[i] for i in rows], run.pad)
             for batch in steps[position]
-            for rows in split_by_tokens(batch, lengths, s["micro_batch_tokens"])
+            for rows in split_by_tokens(batch, lengths, s.micro_batch_tokens)
         ]
         result = train_step(run.model, run.optimizer, run.scheduler, micro)
         seconds = time.perf_counter() - tick
@@ -330,7 +339,7 @@ def after_step(run: Run, result: dict[str, float], seconds: float, epoch_end: bo
     )
     valid_loss = None
     if run.valid_set and (epoch_end or done):
-        valid_loss = evaluate(run.model, run.valid_set, run.settings["batch_size"], run.pad)
+        valid_loss = evaluate(run.model, run.valid_set, run.settings.batch_size, run.pad)
         state["valid_loss"] = valid_loss
         run.emit(
             {
@@ -356,7 +365,7 @@ def after_step(run: Run, result: dict[str, float], seconds: float, epoch_end: bo
     }
     state["metrics"].append(row)
     RunFolder(run.run_dir).append_metrics(row)
-    every = run.settings["checkpoint_every"]  # 0: never
+    every = run.settings.checkpoint_every  # 0: never
     if not done and every > 0 and state["step"] % every == 0:
         path = save_checkpoint(run.run_dir, run.model, run.optimizer, run.scheduler, state)
         run.emit({"type": "checkpoint", "step": state["step"], "path": str(path)})
@@ -383,7 +392,7 @@ def finish(run: Run) -> dict[str, Any]:
         "train_jsonl": str(run.train_jsonl.resolve()),
         "valid_jsonl": None if run.valid_jsonl is None else str(run.valid_jsonl.resolve()),
         "dataset_sha256": run.dataset_sha256,
-        "hyperparameters": run.settings,
+        "hyperparameters": run.settings.model_dump(mode="json"),  # model.json: JSON on disk
         "n_train_examples": len(run.train_set),
         "n_valid_examples": len(run.valid_set),
         "truncated_examples": run.truncated,
@@ -420,8 +429,8 @@ def calibrate_decoding(run: Run) -> dict[str, Any]:
         run.emit({"type": "status", "level": "info", "message": message})
 
     found = calibrate(
-        run.model, run.tokenizer, run.valid_jsonl, run.scaffold, s["max_valid_examples"],
-        s["check_valid_examples"], progress,
+        run.model, run.tokenizer, run.valid_jsonl, run.scaffold, s.max_valid_examples,
+        s.check_valid_examples, progress,
     )  # fmt: skip
     run.emit({"type": "calibrated", **found})
     return found
@@ -433,6 +442,17 @@ def _end_summary(record: dict[str, Any]) -> dict[str, Any]:
     return {**{k: record.get(k) for k in keys}, "final_valid_loss": record.get("final_valid_loss")}
 
 
+def train_job(run_dir: str | Path, on_event: OnEvent | None = None) -> dict[str, Any]:
+    """Train the job that ``run_dir/job.json`` describes; ``model.json``'s dict (``train``).
+
+    job.json holds the settings as JSON (a file other processes write: the backend, the
+    server); they become ``FinetuneSettings`` here, once (missing keys take their defaults).
+    """
+    job = RunFolder(run_dir).read_job()
+    settings = FinetuneSettings.model_validate(job.settings)
+    return train(run_dir, job.train, job.valid, job.base_dir, settings, on_event=on_event)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m backends.local.train RUN_DIR``: run ``RUN_DIR/job.json``, events on stdout."""
     args = sys.argv[1:] if argv is None else argv
@@ -440,7 +460,6 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m backends.local.train RUN_DIR", file=sys.stderr)
         return 2
     run_dir = Path(args[0])
-    job = RunFolder(run_dir).read_job()
     events = sys.stdout
     sys.stdout = sys.stderr  # library chatter must not interleave with the JSON event lines
 
@@ -449,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         events.flush()
 
     try:
-        train(run_dir, job.train, job.valid, job.base_dir, job.settings, on_event=emit)
+        train_job(run_dir, on_event=emit)
     finally:
         sys.stdout = events
     return 0

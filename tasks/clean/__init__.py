@@ -81,6 +81,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 import core.inline
 import core.markdown
+from config.settings import CleanSettings
 from core.caching import SourceOf
 from core.markdown import markdown_to_plain
 from core.tokens import count_tokens
@@ -188,7 +189,7 @@ def skip_reason(name: str, title: str | None, words: int, min_words: int) -> str
 
 
 def clean_record(
-    path: str, sha256: str, url: str, source: str, clean: dict, content_type: str = ""
+    path: str, sha256: str, url: str, source: str, clean: CleanSettings, content_type: str = ""
 ) -> dict:
     """Clean one raw page into an article record (the body of :func:`clean_page`);
     ``content_type`` is the HTTP header's, when it was fetched (its charset)."""
@@ -196,8 +197,8 @@ def clean_record(
     meta = page_metadata(soup, url)
     markdown = body_to_markdown(
         page_body(soup),
-        keep_link_urls=bool(clean.get("keep_link_urls", False)),
-        keep_images=bool(clean.get("keep_images", False)),
+        keep_link_urls=clean.keep_link_urls,
+        keep_images=clean.keep_images,
         title=meta["title"],
     )
     plain = markdown_to_plain(markdown)
@@ -216,9 +217,7 @@ def clean_record(
         "words": words,
         "markdown_tokens": count_tokens(markdown),
         "plain_tokens": count_tokens(plain),
-        "skip_reason": skip_reason(
-            Path(path).name, meta["title"], words, int(clean.get("min_words", 0))
-        ),
+        "skip_reason": skip_reason(Path(path).name, meta["title"], words, clean.min_words),
     }
 
 
@@ -229,7 +228,7 @@ CODE = SourceOf(functions=(sys.modules[__name__], *STEPS))  # a change to any st
 
 @task(cache_policy=INPUTS + TASK_SOURCE + CODE, persist_result=True)
 def clean_page(
-    path: str, sha256: str, url: str, source: str, clean: dict, content_type: str = ""
+    path: str, sha256: str, url: str, source: str, clean: CleanSettings, content_type: str = ""
 ) -> dict:
     """Clean one raw page (HTML or Markdown file) into an article record."""
     return clean_record(path, sha256, url, source, clean, content_type)

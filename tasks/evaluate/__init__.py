@@ -14,12 +14,15 @@ import importlib
 import inspect
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
+from pydantic import BaseModel, ConfigDict
 
 from backends import get_backend
+from config.settings import EvaluateSettings, FinetuneSettings, OpenAISettings, Price, Settings
 from core.chat_data import chat_examples
 from core.faithful import repair
 from core.sample import spread
@@ -35,6 +38,64 @@ from tasks.evaluate.metrics import (
     structure_by_kind,
 )
 from tasks.export import exported_split
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model that answers the test split: what its answers depend on, and only that.
+
+    Not its role in the comparison (``models_to_compare`` names it): answers are cached per
+    spec (:func:`generate_answers`), so the champion's are those it gave as the challenger.
+    ``system`` replaces the examples' system message (one-shot models); a ``computed`` model
+    carries the sha256 of the code that computes it (and of the train split it is counted
+    from), so that its cached answers follow them.
+    """
+
+    backend: str  # "local", "openai" or "computed" (:data:`COMPUTED`)
+    model_id: str
+    system: str | None = None
+    source_sha256: str | None = None
+    train_sha256: str | None = None
+
+
+class Runtime(BaseModel):
+    """The settings answers depend on: the profile's backend, base model, threads, seed and
+    openai section, and the price table; not the training hyperparameters (answers cached
+    before a change of those are still right), never an API key."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backend: str  # the profile's; each ModelSpec names the backend it answers with
+    base_model: str
+    threads: int
+    seed: int
+    openai: OpenAISettings
+    prices: dict[str, Price]
+
+    @classmethod
+    def of(cls, settings: Settings) -> Runtime:
+        """The runtime of a run's settings."""
+        f = settings.finetune
+        return cls(
+            backend=f.backend,
+            base_model=f.base_model,
+            threads=f.threads,
+            seed=f.seed,
+            openai=f.openai,
+            prices=settings.export.prices,
+        )
+
+    def finetune(self, backend: str) -> FinetuneSettings:
+        """Settings for a backend that answers (the training ones at their defaults: unread)."""
+        return FinetuneSettings.model_validate(
+            {
+                "backend": backend,
+                "base_model": self.base_model,
+                "threads": self.threads,
+                "seed": self.seed,
+                "openai": self.openai,
+            }
+        )
 
 
 def read_test_examples(data_dir: str | Path, max_examples: int | None = None) -> list[dict]:
@@ -103,7 +164,7 @@ def computing_function(model_id: str, data_dir: str | Path | None = None) -> Cal
     return {"identity": copy_text, "ceiling": without_invisible}[model_id]
 
 
-def computed_model(name: str, data_dir: str | Path | None = None) -> dict:
+def computed_model(name: str, data_dir: str | Path | None = None) -> ModelSpec:
     """The spec of a computed model, with the sha256 of its function's module source (so
     cached answers follow a change of the code that computes them, not only of this task),
     and for the author's rules that of the train split they are counted from."""
@@ -111,16 +172,15 @@ def computed_model(name: str, data_dir: str | Path | None = None) -> dict:
     module_name = "core.author_rules" if trained else computing_function(name).__module__
     module = importlib.import_module(module_name)
     source = hashlib.sha256(inspect.getsource(module).encode()).hexdigest()
-    spec = {"name": name, "backend": "computed", "model_id": name, "source_sha256": source}
-    if trained:
-        train = train_split(data_dir or ".")
-        spec["train_sha256"] = hashlib.sha256(train.read_bytes()).hexdigest()
-    return spec
+    train = (
+        hashlib.sha256(train_split(data_dir or ".").read_bytes()).hexdigest() if trained else None
+    )
+    return ModelSpec("computed", name, source_sha256=source, train_sha256=train)
 
 
 @task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
 def generate_answers(
-    model: dict, examples: list[dict], faithful: bool, runtime: dict, data_dir: str
+    model: ModelSpec, examples: list[dict], faithful: bool, runtime: Runtime, data_dir: str
 ) -> dict:
     """A model's answers to the examples, with wall and CPU seconds and cost (cached per model).
 
@@ -128,30 +188,26 @@ def generate_answers(
     answers are its function of each example's plain text (or reference, for the ceiling).
     Faithful mode repairs every answer predicted from the plain text.
 
-    ``runtime``: the settings generation depends on (backend, base_model, threads, seed, the
-    openai section, the price table), never an API key.
+    ``runtime``: the settings generation depends on (:class:`Runtime`).
     """
     logger = get_run_logger()
     wall, cpu = time.perf_counter(), time.process_time()
     cost = 0.0
     source = "plain"
-    if model["backend"] == "computed":  # no generation: a function of the plain text or reference
-        source = COMPUTED[model["model_id"]]
-        compute = computing_function(model["model_id"], data_dir)
+    if model.backend == "computed":  # no generation: a function of the plain text or reference
+        source = COMPUTED[model.model_id]
+        compute = computing_function(model.model_id, data_dir)
         answers = [compute(e[source]) for e in examples]
     else:
-        settings = {k: v for k, v in runtime.items() if k != "prices"}
-        backend = get_backend(
-            {**settings, "backend": model["backend"]}, data_dir, runtime.get("prices")
-        )
-        chats = conversations(examples, model.get("system"))
+        backend = get_backend(runtime.finetune(model.backend), data_dir, runtime.prices)
+        chats = conversations(examples, model.system)
 
         def progress(done: int, total: int) -> None:
-            logger.info("%s: %d/%d answers", model["model_id"], done, total)
+            logger.info("%s: %d/%d answers", model.model_id, done, total)
 
-        answers = backend.complete(model["model_id"], chats, progress=progress, faithful=faithful)
+        answers = backend.complete(model.model_id, chats, progress=progress, faithful=faithful)
         if hasattr(backend, "usage_cost"):  # priced per token (the openai backend)
-            cost = backend.usage_cost(model["model_id"])
+            cost = backend.usage_cost(model.model_id)
     if faithful and source == "plain":  # the ceiling's text is the reference's: nothing to repair
         answers = [repair(a, e["plain"]) for a, e in zip(answers, examples, strict=True)]
     return {
@@ -163,18 +219,20 @@ def generate_answers(
     }
 
 
-def score_answers(model: dict, examples: list[dict], run: dict, evaluate: dict) -> dict:
+def score_answers(
+    model_id: str, examples: list[dict], run: dict, evaluate: EvaluateSettings
+) -> dict:
     """Per-example scores and the model's summary row (means with bootstrap intervals; visible
     and invisible F1 micro over the examples, :func:`f1_interval`)."""
     scores = [
         score_example(a, e["reference"], e["plain"])
         for a, e in zip(run["answers"], examples, strict=True)
     ]
-    bounds = {"samples": evaluate["bootstrap_samples"], "confidence": evaluate["confidence"]}
+    bounds = {"samples": evaluate.bootstrap_samples, "confidence": evaluate.confidence}
     summary = {key: bootstrap_interval([s[key] for s in scores], **bounds) for key in SUMMARY_KEYS}
     f1s = {key: f1_interval(scores, kinds, **bounds) for key, kinds in F1_KEYS.items()}
     return {
-        "model_id": model["model_id"],
+        "model_id": model_id,
         **summary,
         **f1s,
         "seconds_per_example": run["seconds"] / len(examples),
@@ -239,12 +297,12 @@ def break_even_articles(
 def models_to_compare(
     challenger: str,
     champion: str | None,
-    settings: dict,
+    settings: Settings,
     one_shot: dict | None,
     openai_available: bool = False,
-) -> list[dict]:
-    """The models a run scores: identity, the ceiling, the rules, the author's rules, base
-    one-shot, the new model, the champion, OpenAI.
+) -> dict[str, ModelSpec]:
+    """The models a run scores, by their names in the report: identity, the ceiling, the
+    rules, the author's rules, base one-shot, the new model (finetuned), the champion, OpenAI.
 
     identity (the plain text), ceiling (the reference without its invisible markup), rules
     (``core.rules``) and, when there is a train split, the author's rules counted from it
@@ -253,33 +311,19 @@ def models_to_compare(
     ``evaluate.openai_models`` (one-shot, through the openai backend) only when
     ``openai_available`` (an API key, or a self-hosted ``finetune.openai.base_url``).
     """
-    finetune, evaluate = settings["finetune"], settings["evaluate"]
-    system = settings["export"]["system_message"]
-    models = [computed_model(name) for name in ("identity", "ceiling", "rules")]
-    if one_shot is not None and train_split(settings["data_dir"]).is_file():
-        models.append(computed_model("author_rules", settings["data_dir"]))
-    if evaluate["one_shot_base"] and one_shot is not None:
-        models.append(
-            {
-                "name": "base",
-                "backend": finetune["backend"],
-                "model_id": finetune["base_model"],
-                "system": one_shot_system(system, one_shot),
-            }
-        )
-    models.append({"name": "finetuned", "backend": finetune["backend"], "model_id": challenger})
+    backend, system = settings.finetune.backend, settings.export.system_message
+    models = {name: computed_model(name) for name in ("identity", "ceiling", "rules")}
+    if one_shot is not None and train_split(settings.data_dir).is_file():
+        models["author_rules"] = computed_model("author_rules", settings.data_dir)
+    if settings.evaluate.one_shot_base and one_shot is not None:
+        shot = one_shot_system(system, one_shot)
+        models["base"] = ModelSpec(backend, settings.finetune.base_model, system=shot)
+    models["finetuned"] = ModelSpec(backend, challenger)
     if champion and champion != challenger:
-        models.append({"name": "champion", "backend": finetune["backend"], "model_id": champion})
+        models["champion"] = ModelSpec(backend, champion)
     if openai_available and one_shot is not None:
-        for name in evaluate["openai_models"]:
-            models.append(
-                {
-                    "name": name,
-                    "backend": "openai",
-                    "model_id": name,
-                    "system": one_shot_system(system, one_shot),
-                }
-            )
+        for name in settings.evaluate.openai_models:
+            models[name] = ModelSpec("openai", name, system=one_shot_system(system, one_shot))
     return models
 
 

@@ -49,7 +49,7 @@ Worked example (a local Medium export; a feed or page URL works the same way):
 >>> _ = (posts / "2020-01-02_Hello-world-0123456789ab.html").write_text("<p>Hi</p>")
 >>> _ = (posts / "draft_Not-yet-ba9876543210.html").write_text("<p>WIP</p>")
 >>> from config.settings import ScrapeSettings
->>> refs = discover_pages(str(root), ScrapeSettings().model_dump(), str(root / "data"))
+>>> refs = discover_pages(str(root), ScrapeSettings(), str(root / "data"))
 >>> [pathlib.Path(r["path"]).name for r in refs], refs[0]["kind"]
 (['2020-01-02_Hello-world-0123456789ab.html'], 'file')
 """
@@ -64,6 +64,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext, TaskRunContext
 
+from config.settings import ScrapeSettings
 from core.errors import BadInput
 from core.io import write_atomic
 from core.logs import run_logger
@@ -135,7 +136,7 @@ def _stored(body_path: Path, meta_path: Path) -> dict | None:
 
 
 @task  # no task retries: http_get's own (backoff, Retry-After) are the one retry policy
-def fetch_url(url: str, source: str, scrape: dict, data_dir: str) -> dict:
+def fetch_url(url: str, source: str, scrape: ScrapeSettings, data_dir: str) -> dict:
     """Fetch a page or feed into DATA/raw/http/ with a conditional GET on the stored copy."""
     body_path, meta_path = _http_paths(url, data_dir)
     old = _stored(body_path, meta_path) or {}
@@ -183,7 +184,7 @@ def _run(task_obj: Any, *args: Any) -> Any:
     return task_obj(*args)
 
 
-def discover_pages(source: str, scrape: dict, data_dir: str) -> list[dict]:
+def discover_pages(source: str, scrape: ScrapeSettings, data_dir: str) -> list[dict]:
     """Page refs (or the one raw page) of a SOURCE: local listing, or fetch + feed parsing."""
     if not is_url(source):
         return _run(list_local, source, data_dir)

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from config.settings import ScrapeSettings
 from core.logs import run_logger
 
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
@@ -142,16 +143,16 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def _backoff_s(attempt: int, retry_after: float | None, scrape: dict) -> float:
+def _backoff_s(attempt: int, retry_after: float | None, scrape: ScrapeSettings) -> float:
     """base * 2**attempt plus up to 50 % jitter, at least Retry-After, at most backoff_max_s."""
-    delay = scrape["backoff_base_s"] * 2**attempt
+    delay = scrape.backoff_base_s * 2**attempt
     delay += random.uniform(0, delay / 2)
-    return min(max(delay, retry_after or 0.0), scrape["backoff_max_s"])
+    return min(max(delay, retry_after or 0.0), scrape.backoff_max_s)
 
 
-def _with_retries(url: str, scrape: dict, attempt: Callable[[], T]) -> T:
+def _with_retries(url: str, scrape: ScrapeSettings, attempt: Callable[[], T]) -> T:
     """Call ``attempt`` up to ``retries + 1`` times, backing off while it raises _Retryable."""
-    tries = scrape["retries"] + 1
+    tries = scrape.retries + 1
     for n in range(tries):
         try:
             return attempt()
@@ -196,14 +197,14 @@ def _transport_errors(url: str, exc: Exception) -> Exception:
     return FetchError(url, f"cannot be fetched ({type(exc).__name__}: {exc})")
 
 
-def _fetch_robots(origin: str, scrape: dict) -> urllib.robotparser.RobotFileParser:
+def _fetch_robots(origin: str, scrape: ScrapeSettings) -> urllib.robotparser.RobotFileParser:
     """Fetch and parse ``origin/robots.txt``: 4xx allows all; 5xx/unreachable is transient."""
     url = f"{origin}/robots.txt"
     parser = urllib.robotparser.RobotFileParser(url)
-    delay_s, timeout_s = scrape["per_host_delay_s"], scrape["timeout_s"]
+    delay_s, timeout_s = scrape.per_host_delay_s, scrape.timeout_s
 
     def attempt() -> urllib.robotparser.RobotFileParser:
-        headers = {"User-Agent": scrape["user_agent"]}
+        headers = {"User-Agent": scrape.user_agent}
         hooks = {
             "request": [lambda request: _wait_turn(str(request.url), delay_s)],
             "response": [lambda response: _answered(str(response.request.url))],
@@ -231,7 +232,7 @@ def _fetch_robots(origin: str, scrape: dict) -> urllib.robotparser.RobotFilePars
     return _with_retries(url, scrape, attempt)
 
 
-def _check_robots(url: str, scrape: dict) -> None:
+def _check_robots(url: str, scrape: ScrapeSettings) -> None:
     """Raise FetchError if the host's robots.txt (fetched once per host) disallows ``url``."""
     parts = urlsplit(url)
     origin = f"{parts.scheme}://{parts.netloc}".lower()
@@ -242,8 +243,8 @@ def _check_robots(url: str, scrape: dict) -> None:
         if cached is None or time.monotonic() - cached[1] > ROBOTS_TTL_S:
             cached = (_fetch_robots(origin, scrape), time.monotonic())
             _robots[origin] = cached
-    agent = scrape["user_agent"].split("/", 1)[0]
-    if not cached[0].can_fetch(scrape["user_agent"], url):
+    agent = scrape.user_agent.split("/", 1)[0]
+    if not cached[0].can_fetch(scrape.user_agent, url):
         raise FetchError(url, f"is disallowed by {origin}/robots.txt for user agent {agent!r}")
 
 
@@ -263,7 +264,7 @@ def _sniff_type(content: bytes) -> str | None:
     return None
 
 
-def _page_attempt(client: httpx.Client, url: str, headers: dict, scrape: dict) -> dict:
+def _page_attempt(client: httpx.Client, url: str, headers: dict, scrape: ScrapeSettings) -> dict:
     """One GET: the response dict, or _Retryable / FetchError."""
     try:
         with client.stream("GET", url, headers=headers) as resp:
@@ -281,7 +282,7 @@ def _page_attempt(client: httpx.Client, url: str, headers: dict, scrape: dict) -
             content = (
                 b""
                 if status == 304
-                else _read_capped(resp, url, scrape["max_bytes"], scrape["timeout_s"])
+                else _read_capped(resp, url, scrape.max_bytes, scrape.timeout_s)
             )
             if status != 304 and not known:  # no type, or a vague one: what does it hold?
                 content_type = _sniff_type(content) or ""
@@ -301,21 +302,21 @@ def _page_attempt(client: httpx.Client, url: str, headers: dict, scrape: dict) -
 
 
 def http_get(
-    url: str, scrape: dict, *, etag: str | None = None, last_modified: str | None = None
+    url: str, scrape: ScrapeSettings, *, etag: str | None = None, last_modified: str | None = None
 ) -> dict:
     """Politely GET an HTML page or feed: robots.txt, per-host delay, retries, size cap."""
     if not is_url(url):
         raise FetchError(url, "is not a valid http(s) URL")
-    headers = {"User-Agent": scrape["user_agent"], "Accept": ACCEPT}
+    headers = {"User-Agent": scrape.user_agent, "Accept": ACCEPT}
     if etag:
         headers["If-None-Match"] = etag
     if last_modified:
         headers["If-Modified-Since"] = last_modified
 
     def before_each_request(request: httpx.Request) -> None:  # also runs for each redirect hop
-        if scrape["respect_robots"]:
+        if scrape.respect_robots:
             _check_robots(str(request.url), scrape)
-        _wait_turn(str(request.url), scrape["per_host_delay_s"])
+        _wait_turn(str(request.url), scrape.per_host_delay_s)
 
     def attempt() -> dict:
         hooks = {
@@ -324,7 +325,7 @@ def http_get(
         }
         try:
             with httpx.Client(
-                follow_redirects=True, timeout=scrape["timeout_s"], event_hooks=hooks
+                follow_redirects=True, timeout=scrape.timeout_s, event_hooks=hooks
             ) as client:
                 return _page_attempt(client, url, headers, scrape)
         except httpx.InvalidURL as exc:
