@@ -154,14 +154,18 @@ class Batch:
         return pad if pad is not None else self.stops[0]
 
 
+@dataclass
+class Rows:
+    """The conversations of one batch, in the batch's order."""
+
+    prompts: list[list[int]]  # token ids: the chat template with the assistant prompt
+    plains: list[str]  # each text to format: what a faithful answer keeps
+    texts: list[str]  # each text as the model reads it (its scaffold)
+    budgets: list[int]  # each answer's most new tokens
+
+
 def _decode_copying(
-    model: Any,
-    batch: Batch,
-    prompts: list[list[int]],
-    plains: list[str],
-    texts: list[str],
-    budgets: list[int],
-    draft_tokens: int,
+    model: Any, batch: Batch, rows: Rows, draft_tokens: int
 ) -> list[tuple[list[int], str]]:
     """Greedy answers through ``backends.local.decode``: each row's tokens and why it ended."""
     import torch
@@ -169,6 +173,7 @@ def _decode_copying(
     from backends.local.decode import Argmax, decode
 
     tokenizer, streamer = batch.tokenizer, batch.streamer
+    prompts, plains, texts, budgets = rows.prompts, rows.plains, rows.texts, rows.budgets
     chooser = faithful_chooser(batch, plains, texts, 0) if batch.faithful else Argmax()
     sources = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     on_tokens = None
@@ -196,17 +201,12 @@ def faithful_chooser(batch: Batch, plains: list[str], texts: list[str], width: i
     )
 
 
-def _decode_one_by_one(
-    model: Any,
-    batch: Batch,
-    prompts: list[list[int]],
-    plains: list[str],
-    texts: list[str],
-    budgets: list[int],
-) -> list[tuple[list[int], str]]:
+def _decode_one_by_one(model: Any, batch: Batch, rows: Rows) -> list[tuple[list[int], str]]:
     """Answers from ``model.generate`` (sampling, or greedy one token a pass)."""
     import torch
     from transformers import LogitsProcessorList
+
+    prompts, budgets = rows.prompts, rows.budgets
 
     padded = batch.tokenizer.pad(
         {"input_ids": prompts},
@@ -217,7 +217,7 @@ def _decode_one_by_one(
     width = padded["input_ids"].shape[1]
     processors = LogitsProcessorList()
     if batch.faithful:
-        processors.append(faithful_chooser(batch, plains, texts, width))
+        processors.append(faithful_chooser(batch, rows.plains, rows.texts, width))
     extra: dict[str, Any] = {"do_sample": False, **batch.sampling}
     if batch.streamer is not None:
         extra["streamer"] = batch.streamer
@@ -338,15 +338,16 @@ def generate(
     )
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        plains = [plain_texts[i] for i in rows]
-        sources = [conversations[i][-1]["content"] for i in rows]
-        prompts_ids, row_budgets = [ids[i] for i in rows], [budgets[i] for i in rows]
+        these = Rows(
+            [ids[i] for i in rows],
+            [plain_texts[i] for i in rows],
+            [conversations[i][-1]["content"] for i in rows],  # as the model reads them
+            [budgets[i] for i in rows],
+        )
         if draft_tokens > 0 and not sampling and len(rows) <= copy_ahead_rows:
-            kept = _decode_copying(
-                model, batch, prompts_ids, plains, sources, row_budgets, draft_tokens
-            )
+            kept = _decode_copying(model, batch, these, draft_tokens)
         else:
-            kept = _decode_one_by_one(model, batch, prompts_ids, plains, sources, row_budgets)
+            kept = _decode_one_by_one(model, batch, these)
         texts = tokenizer.batch_decode([tokens for tokens, _ in kept], skip_special_tokens=True)
         for i, text, (tokens, reason) in zip(rows, texts, kept, strict=True):
             answers[i] = text.strip()
