@@ -7,6 +7,7 @@
     pgpt format [FILE|-]           render plain text as Markdown with the current model
     pgpt run [--source S]...       the whole retrain flow (default source: the bundled sample)
     pgpt serve [--port N]          your models behind OpenAI's API (chat, files, fine-tuning)
+    pgpt export-model [ID] --to D  a model as GGUF + Ollama Modelfile (or a transformers folder)
 
 Every command takes ``--data-dir DIR`` (env ``PGPT_DATA_DIR``, default ``./data``) before the
 command name, and ``--profile NAME`` (a file in ``config/profiles/``).
@@ -326,12 +327,17 @@ def format_text(
     raw: Annotated[
         bool, typer.Option(help="Unconstrained output: words may change (faithful is default)")
     ] = False,
+    scaffold_only: Annotated[
+        bool, typer.Option(help="Print what the model reads (its scaffold), run no model")
+    ] = False,
     profile: Profile = "default",
 ) -> None:
     """Print FILE (plain text) rendered as Markdown by your fine-tuned model.
 
     Faithful by default: the Markdown's text is exactly the input's (constrained decoding,
     then the repair pass); ``--raw`` prints what the model writes unconstrained.
+    ``--scaffold-only`` prints the text as the model reads it (the author's rules' Markdown):
+    the input to give the model exported by ``pgpt export-model`` in Ollama or llama.cpp.
     """
     import sys
 
@@ -353,6 +359,12 @@ def format_text(
     faithful = settings.evaluate.faithful and not raw
     system = {"role": "system", "content": settings.export.system_message}
     chunks = chunk_plain(text, settings.examples.chunk_tokens)
+    if scaffold_only:
+        from tasks.model_export import model_reader
+
+        reader = model_reader(settings.data_dir, model_id)
+        print("\n\n".join(reader(chunk) for chunk in chunks))
+        return
     backend = get_backend(settings.finetune, settings.data_dir)
     with Progress(console=Console(stderr=True), transient=True) as progress:
         bar = progress.add_task(f"formatting with {model_id}", total=len(chunks))
@@ -383,6 +395,40 @@ def run(
     _print_export(result["export"])
     _print_finetune(result["finetune"])
     _print_evaluation(result["evaluate"])
+
+
+@app.command("export-model")
+def export_model(
+    model: Annotated[str | None, typer.Argument(help="Model id (default: current)")] = None,
+    to: Annotated[Path, typer.Option(help="Folder to write into")] = Path("exported"),
+    format: Annotated[
+        str, typer.Option(help="gguf (llama.cpp, Ollama) or hf (transformers)")
+    ] = "gguf",
+    quant: Annotated[str, typer.Option(help="gguf weights: q8_0 or f16")] = "q8_0",
+    profile: Profile = "default",
+) -> None:
+    """Write a model with its adapter merged: GGUF + an Ollama Modelfile, or a transformers
+    folder. Then `ollama create NAME -f DIR/Modelfile`, or `llama-cli -m DIR/NAME.gguf`."""
+    from backends.local.export_model import FORMATS
+    from backends.local.to_gguf import QUANTS
+    from flows.export_model import export_model as export_model_flow
+    from tasks.model_export import exportable_model, usage_lines
+
+    if format not in FORMATS:
+        _fail(f"export-model: --format {format}: one of {', '.join(FORMATS)}")
+    if quant not in QUANTS:
+        _fail(f"export-model: --quant {quant}: one of {', '.join(QUANTS)}")
+    if to.exists() and not to.is_dir():
+        _fail(f"export-model: --to {to} is a file: give a folder (it is made if missing)")
+    chosen = _ready("export-model", lambda: exportable_model(_data_dir(), model))
+    with _prefect():
+        exported = export_model_flow(str(to), chosen, format, quant, profile, _data_dir())
+    size = f"{exported['bytes'] / 1e6:.0f} MB"
+    console.print(f"exported {chosen} ({exported['format']}, {exported['quant']}, {size}):")
+    for path in exported["files"]:
+        console.print(f"  {path}")
+    for line in usage_lines(exported):
+        console.print(f"  $ {line}", soft_wrap=True, markup=False)
 
 
 @app.command()

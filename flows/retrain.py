@@ -10,11 +10,13 @@ import sys
 from prefect import flow
 
 from config.settings import load_settings
+from core.errors import BadInput
 from flows.evaluate import evaluate
 from flows.export import export
+from flows.export_model import export_model
 from flows.finetune import finetune
 from flows.ingest import ingest
-from flows.runner import Backend
+from flows.runner import Backend, flow_settings
 
 
 @flow(name="retrain")
@@ -23,6 +25,7 @@ def retrain(
     profile: str = "default",
     data_dir: str | None = None,
     backend: Backend | None = None,
+    export_to: str | None = None,
 ) -> dict:
     """Ingest, export, fine-tune and evaluate; the new model replaces the champion if not worse.
 
@@ -31,7 +34,11 @@ def retrain(
         profile: A settings profile: a name in config/profiles/ or the path of a YAML file.
         data_dir: Where everything goes (none: PGPT_DATA_DIR, else ./data).
         backend: Fine-tune and evaluate on "local" or "openai" (none: the profile's).
+        export_to: A folder to write the promoted model into as GGUF with an Ollama Modelfile
+            (none: no export; a model that is not promoted is not exported).
     """
+    if export_to and flow_settings(profile, data_dir, backend).finetune.backend != "local":
+        raise BadInput(f"export_to {export_to!r}: an OpenAI fine-tune's weights cannot be exported")
     ingested = ingest(sources, profile, data_dir)
     exported = export(profile, data_dir, ingest_summary=ingested)
     model = finetune(profile, data_dir, make_current=False, backend=backend)
@@ -43,7 +50,18 @@ def retrain(
         loss_png=model["loss_png"],
         backend=backend,
     )
-    return {"ingest": ingested, "export": exported, "finetune": model, "evaluate": report}
+    exported_model = None
+    if export_to and report["decision"]["promote"]:
+        exported_model = export_model(
+            export_to, model["model_id"], profile=profile, data_dir=data_dir
+        )
+    return {
+        "ingest": ingested,
+        "export": exported,
+        "finetune": model,
+        "evaluate": report,
+        "exported_model": exported_model,
+    }
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ True
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Literal
@@ -81,6 +82,16 @@ def load_scaffold(name: str, adapter_dir: Path) -> Scaffold | Reader:
     from core.author_rules import AuthorRules
 
     return AuthorRules.load(adapter_dir)
+
+
+def recorded_scaffold(adapter_dir: Path) -> Reader:
+    """plain text -> what a fine-tune reads, as its adapter folder records it (``decoding.json``,
+    and the author's rules beside it); plain text itself when nothing is recorded."""
+    from backends.local.calibrate import DECODING_JSON
+
+    decoding = Path(adapter_dir) / DECODING_JSON
+    found = json.loads(decoding.read_text(encoding="utf-8")) if decoding.is_file() else {}
+    return scaffold_function(load_scaffold(found.get("scaffold", "none"), adapter_dir))
 
 
 def scaffolded(conversation: list[dict], scaffold: Scaffold | Reader) -> list[dict]:
