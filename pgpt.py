@@ -444,7 +444,8 @@ def serve(
     """Serve the base model and your fine-tunes with OpenAI's API (for any OpenAI client).
 
     Chat completions (streaming too), files and fine-tuning jobs (trained locally), e.g.
-    ``OpenAI(base_url="http://127.0.0.1:8000/v1", api_key=...)``.
+    ``OpenAI(base_url="http://127.0.0.1:8000/v1", api_key=...)``; a playground page at
+    http://127.0.0.1:8000/.
     """
     from config.settings import load_settings
     from server.app import serve as serve_app

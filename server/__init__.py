@@ -21,6 +21,9 @@ model, with OpenAI's JSON shapes, status codes and error objects, so the ``opena
 - ``/v1/fine_tuning/jobs`` (create, list, retrieve, events, checkpoints, cancel): one worker
   thread trains one job at a time, each in a subprocess ``python -m backends.local.train
   DATA/models/<job id>/`` whose JSON event lines become the job's events and checkpoints.
+- ``GET /``: the playground, a static page (``server/playground/``) that streams a chat
+  completion of pasted plain text and shows the Markdown, its rendering and a diff against
+  the input; public (its API calls carry the key).
 
 State (files, jobs, events, checkpoints) is SQLite (WAL) in ``DATA/server/state.sqlite3``: a
 restarted server lists everything again and resumes a job that was queued or running (the

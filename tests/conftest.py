@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -76,3 +77,59 @@ def task_states(flow_state, settle_s: float = 1.5, timeout_s: float = 60) -> Cou
                 return counts
         time.sleep(0.25)
     raise TimeoutError(f"task runs of {flow_run_id} did not settle: {seen}")
+
+
+# --- a real browser for the UI tests -------------------------------------------------------
+# Debian's headless Chromium, driven through its ChromeDriver by selenium (`make browser`)
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+SHOTS = Path("/tmp")  # copies of the screenshots, to look at: /tmp/pgpt-*.png
+
+
+@pytest.fixture
+def browser():
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.fail("chromium and chromedriver are needed: `make browser` installs them")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(arg)
+    options.add_argument("--window-size=1400,1000")
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def wait_in_page(driver, condition, what: str, timeout_s: float = 60, poll_s: float = 0.5):
+    """``condition(driver)``'s first truthy value; failing, ``what`` and the page's text."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(driver, timeout_s, poll_frequency=poll_s).until(condition)
+    except TimeoutException:
+        body = driver.find_element(By.TAG_NAME, "body").text
+        raise AssertionError(f"{what} on {driver.current_url}:\n{body[:3000]}") from None
+
+
+def page_text(driver, *words: str, timeout_s: float = 60) -> str:
+    """The page's visible text, once it shows every one of ``words``."""
+    from selenium.webdriver.common.by import By
+
+    def shown(d):
+        text = d.find_element(By.TAG_NAME, "body").text
+        return text if all(w in text for w in words) else False
+
+    return wait_in_page(driver, shown, f"{words} not all", timeout_s)
+
+
+def screenshot(driver, path: Path) -> None:
+    """Save the page as ``path`` (under pytest's tmp dir) and copy it to /tmp."""
+    assert driver.save_screenshot(str(path))
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    shutil.copyfile(path, SHOTS / path.name)
