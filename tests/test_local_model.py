@@ -348,15 +348,12 @@ def test_smollm2_converts_loads_and_generates(tmp_path: Path) -> None:
     shutil.rmtree(folder)  # 0.5 GB of fp32 weights: do not leave it in pytest's kept temp dirs
 
 
-@pytest.mark.slow
-def test_smollm2_trains_a_few_steps_then_pgpt_format_answers(tmp_path: Path) -> None:
-    """The real model end to end: 2 LoRA steps on sample chunks, then ``pgpt format``."""
-    from typer.testing import CliRunner
-
+@pytest.fixture(scope="module")
+def smollm2_tuned(tmp_path_factory: pytest.TempPathFactory):
+    """The real model, 2 LoRA steps on sample chunks: ``(data dir, model id)``, current."""
     from backends.local import LocalBackend
     from core.markdown import markdown_to_plain
     from core.runs import set_current_model
-    from pgpt import app
     from tasks.clean import html_to_markdown
     from tasks.examples import chunk_markdown
 
@@ -374,6 +371,7 @@ def test_smollm2_trains_a_few_steps_then_pgpt_format_answers(tmp_path: Path) -> 
         )
         for c in chunks
     ]
+    tmp_path = tmp_path_factory.mktemp("smollm2")
     train = tmp_path / "train.jsonl"
     train.write_text("\n".join(lines) + "\n")
     settings = {
@@ -390,11 +388,65 @@ def test_smollm2_trains_a_few_steps_then_pgpt_format_answers(tmp_path: Path) -> 
     job = backend.follow(backend.start_finetune(str(train), None))
     assert job.status == "succeeded" and job.metrics["steps"] == 2
     set_current_model(tmp_path, job.model_id)
+    yield tmp_path, job.model_id
+    shutil.rmtree(tmp_path / "models")  # 0.5 GB of fp32 weights: not in pytest's kept dirs
 
+
+@pytest.mark.slow
+def test_smollm2_trains_a_few_steps_then_pgpt_format_answers(smollm2_tuned) -> None:
+    """The real model end to end: 2 LoRA steps on sample chunks, then ``pgpt format``."""
+    from typer.testing import CliRunner
+
+    from core.markdown import markdown_to_plain
+    from pgpt import app
+
+    tmp_path, _ = smollm2_tuned
     plain = "Why I keep a journal\nIt helps me think. It also helps me remember."
     result = CliRunner().invoke(app, ["--data-dir", str(tmp_path), "format", "-"], input=plain)
     assert result.exit_code == 0, result.output
     assert result.stdout.strip()
     assert markdown_to_plain(result.stdout) == plain  # faithful: only markup was added
     print(f"\npgpt format -> {result.stdout!r}")
-    shutil.rmtree(tmp_path / "models" / "base")
+
+
+@pytest.mark.slow
+def test_smollm2_exports_a_gguf_that_loads_back_with_its_logits(smollm2_tuned) -> None:
+    """The fine-tune merged and written as GGUF: transformers reads it back (``gguf_file=``)
+    with the merged model's tokens and, within each quantization's rounding, its logits."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from typer.testing import CliRunner
+
+    from backends.local import LocalBackend
+    from config.settings import FinetuneSettings
+    from pgpt import app
+
+    data, model_id = smollm2_tuned
+    model, tokenizer = LocalBackend(data, FinetuneSettings()).load(model_id)
+    texts = [(ROOT / "data" / "sample" / "posts").iterdir().__next__().read_text()[:2000]]
+    texts.append("Why I keep a journal\n\nIt helps me think — and “remember”.")
+    # (quant, mean KL divergence of the next-token distributions in nats, share of positions
+    # with the same top token): llama.cpp judges its quantizations by that KL divergence;
+    # q8_0 keeps 8 bits a block of 32 weights (about 0.001 nats here), f16 11 bits a weight
+    for quant, tolerance, agree in [("f16", 1e-4, 0.99), ("q8_0", 0.01, 0.95)]:
+        out = data / f"gguf-{quant}"
+        args = ["--data-dir", str(data), "export-model", "--to", str(out), "--quant", quant]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        path = out / f"{model_id}.gguf"
+        local = {"gguf_file": path.name, "local_files_only": True}
+        back = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, **local)
+        back_tokenizer = AutoTokenizer.from_pretrained(out, **local)
+        for text in texts:
+            ids = tokenizer(text, return_tensors="pt")["input_ids"]
+            assert back_tokenizer(text)["input_ids"] == ids[0].tolist()
+            with torch.no_grad():
+                ours, theirs = model(ids).logits[0], back(ids).logits[0]
+            ours, theirs = ours.log_softmax(-1), theirs.log_softmax(-1)
+            kl = (ours.exp() * (ours - theirs)).sum(-1).mean().item()
+            same = (ours.argmax(-1) == theirs.argmax(-1)).float().mean().item()
+            size = path.stat().st_size / 1e6
+            print(f"\n{quant}: {size:.0f} MB, {ids.shape[1]} tokens, KL divergence {kl:.2e} "
+                  f"nats, same top token {same:.1%}")  # fmt: skip
+            assert kl < tolerance and same >= agree
+        del back
