@@ -23,8 +23,7 @@ from pathlib import Path
 HOST = socket.gethostname()
 
 
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def _atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path to write; on success it replaces ``path``, on error it is removed.
     The temp file is named for this host and process (``.NAME~HOST~PID~xxxx.tmp``), so one
     left by a killed process is removed by the next write of ``path`` (:func:`clear_stale`)."""
@@ -42,6 +41,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
+# applied here, not as a decorator: mutmut (`make mutate`) leaves decorated functions alone
+atomic_path = contextmanager(_atomic_path)
+
+
 def clear_stale(target: Path) -> list[Path]:
     """Remove (and return) the temp files of ``target`` that a process of this host left
     when it was killed mid-write: its id no longer runs. Another host's are left alone."""
@@ -57,9 +60,6 @@ def clear_stale(target: Path) -> list[Path]:
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> None:
-    """Write text (UTF-8) or bytes to ``path`` atomically."""
+    """Write text (UTF-8, whatever the locale) or bytes to ``path`` atomically."""
     with atomic_path(path) as tmp:
-        if isinstance(data, str):
-            tmp.write_text(data, encoding="utf-8")
-        else:
-            tmp.write_bytes(data)
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)

@@ -399,3 +399,45 @@ def test_property_units_cover_the_plain_text(markdown):
     units = faithful.parse_units(re.sub(r"\r\n?", "\n", markdown).split("\n"))
     lines = [line for unit in units for line in unit.lines if line]
     assert lines == [line for line in markdown_to_plain(markdown).split("\n") if line]
+
+
+# --- the styles of the input's lines (plan step 2), one rule at a time ----------------------
+
+
+def test_a_dropped_line_takes_its_neighbours_shared_style_but_never_a_heading():
+    from core.faithful import Style, fill
+
+    item, heading = Style("- "), Style("", "heading", "##")
+    assert fill(["a", "b", "c"], [item, None, item]) == [item, item, item]
+    assert fill(["a", "b", "c"], [heading, None, heading]) == [heading, Style(), heading]
+    quoted = Style("> ", "heading", "#")
+    assert fill(["a", "b", "c"], [quoted, None, quoted]) == [quoted, Style(), quoted]
+    # the next paired line, however far: two dropped lines in a list stay in it
+    assert fill(["a", "b", "c", "d"], [item, None, None, item]) == [item] * 4
+    # neighbours that differ lend nothing; at either end there is no shared style
+    assert fill(["a", "b", "c"], [item, None, Style("> ")]) == [item, Style(), Style("> ")]
+    assert fill(["a", "b"], [None, item]) == [Style(), item]
+    assert fill(["a", "b"], [item, None]) == [item, Style()]
+
+
+def test_list_items_of_other_numbers_share_their_style():
+    from core.faithful import Style, akin, fill
+
+    assert akin(Style("1. "), Style("2. ")) and akin(Style("10. "), Style("9. "))
+    assert akin(Style("  3) "), Style("  12) "))
+    assert not akin(Style("1. "), Style("- ")) and not akin(Style("1. "), Style("1) "))
+    assert not akin(Style("- "), Style("- ", "heading", "#"))  # same prefix, other kind
+    assert not akin(Style("> ", "code"), Style("- ", "code"))  # same kind, other prefix
+    first, tenth = Style("9. "), Style("10. ")
+    assert fill(["a", "b", "c"], [first, None, tenth]) == [first, tenth, tenth]
+
+
+def test_blank_and_indented_lines_are_code_in_the_code_next_to_them():
+    from core.faithful import Style, fill
+
+    heading, code = Style("", "heading", "##"), Style("> ", "code", "python")
+    assert fill(["  indented"], [heading]) == [Style(kind="code")]
+    assert fill(["", "x"], [Style(), Style()]) == [Style(kind="code"), Style()]
+    assert fill(["  indented", "x = 1"], [None, code]) == [code, code]
+    assert fill(["x = 1", ""], [code, None]) == [code, code]
+    assert fill(["text", "  indented"], [Style(), None]) == [Style(), Style(kind="code")]

@@ -547,3 +547,90 @@ def test_paired_comparisons_of_the_finetune_against_each_baseline():
     assert compared[0]["mean"] == pytest.approx(-0.2) and compared[1]["mean"] == 0.0
     assert compared[0]["high"] < 0
     assert paired_comparisons({"identity": models["identity"]}) == []
+
+
+# The intervals' rules one at a time (``make mutate`` runs these for every mutant of them)
+
+SPREAD = [0.12, 0.5, 0.33, 0.91, 0.07, 0.64, 0.28, 0.45, 0.8, 0.19, 0.38, 0.71]
+
+
+def test_percentile_interpolates_between_neighbours():
+    from tasks.evaluate.metrics import percentile
+
+    assert percentile([0.0, 10.0, 20.0, 30.0], 0.5) == 15.0
+    assert percentile([0.0, 10.0, 20.0, 40.0], 0.9) == pytest.approx(34.0)
+    assert percentile([0.0, 10.0, 20.0, 40.0], 0.0) == 0.0
+    assert percentile([0.0, 10.0, 20.0, 40.0], 1.0) == 40.0
+
+
+def test_bootstrap_interval_of_two_values_spans_them():
+    assert bootstrap_interval([0.0, 1.0]) == {"mean": 0.5, "low": 0.0, "high": 1.0}
+
+
+def test_the_bootstrap_defaults_are_2000_resamples_95_percent_and_seed_0():
+    """What a caller that passes nothing gets (the settings' defaults are the same)."""
+    explicit = {"samples": 2000, "confidence": 0.95, "seed": 0}
+    assert bootstrap_interval(SPREAD) == bootstrap_interval(SPREAD, **explicit)
+    for other in ({"samples": 2001}, {"seed": 1}, {"confidence": 0.951}):
+        assert bootstrap_interval(SPREAD, **(explicit | other)) != bootstrap_interval(SPREAD)
+    numerators, denominators = [1.0, 0.0, 2.0, 0.5, 1.5, 0.2, 0.9], [2, 2, 3, 1, 2.5, 1, 1.2]
+    ratio = bootstrap_ratio(numerators, denominators)
+    assert ratio == bootstrap_ratio(numerators, denominators, **explicit)
+    for other in ({"samples": 2001}, {"seed": 1}, {"confidence": 0.951}):
+        assert bootstrap_ratio(numerators, denominators, **(explicit | other)) != ratio
+    assert bootstrap_ratio(numerators, denominators, seed=0) == ratio  # deterministic
+    diffs = [a - b for a, b in zip(SPREAD, SPREAD[::-1], strict=True)]
+    assert paired_difference(SPREAD, SPREAD[::-1]) == bootstrap_interval(diffs)
+
+
+@pytest.mark.parametrize("bounds", [{"samples": 0}, {"confidence": 0.0}, {"confidence": 1.0}])
+def test_the_bootstraps_refuse_bad_samples_or_confidence(bounds):
+    with pytest.raises(ValueError, match=r"^bootstrap_interval: bad samples=\d+ or confidence="):
+        bootstrap_interval(SPREAD, **bounds)
+    with pytest.raises(ValueError, match=r"^bootstrap_ratio: bad samples=\d+ or confidence="):
+        bootstrap_ratio([1.0, 2.0], [1.0, 1.0], **bounds)
+
+
+def test_the_bootstraps_take_one_resample_and_confidences_near_the_ends():
+    assert bootstrap_interval([0.0, 1.0], samples=1)["mean"] == 0.5
+    assert bootstrap_ratio([1.0, 2.0], [1.0, 1.0], samples=1)["mean"] == 1.5
+    assert bootstrap_interval([0.0, 1.0], confidence=0.999)["high"] == 1.0
+    assert bootstrap_ratio([1.0, 0.0], [1.0, 1.0], confidence=0.999)["low"] == 0.0
+    assert bootstrap_interval([0.0, 1.0], confidence=0.001) == {
+        "mean": 0.5,
+        "low": 0.5,
+        "high": 0.5,
+    }
+
+
+def test_the_messages_of_an_empty_bootstrap():
+    with pytest.raises(ValueError, match=r"^bootstrap_interval: no values to summarize \("):
+        bootstrap_interval([None])
+    with pytest.raises(ValueError, match=r"^bootstrap_interval: .* \(empty or all None\)$"):
+        bootstrap_interval([])
+    with pytest.raises(
+        ValueError, match=r"^bootstrap_ratio: numerators and denominators: same length, not empty$"
+    ):
+        bootstrap_ratio([], [])
+
+
+def test_bootstrap_ratio_of_one_example_and_of_resamples_without_a_ratio():
+    """One example: its ratio, with no width. Resamples whose denominators are not positive
+    have no ratio; when none has one (here the only resample, of seed 0, draws examples 2, 2
+    and 1), the interval is the ratio itself."""
+    assert bootstrap_ratio([1.0], [2.0]) == {"mean": 0.5, "low": 0.5, "high": 0.5}
+    none = bootstrap_ratio([1.0, 1.0, 1.0], [3.0, -1.0, -1.0], samples=1, seed=0)
+    assert none == {"mean": 3.0, "low": 3.0, "high": 3.0}
+
+
+def test_paired_difference_needs_the_same_chunks():
+    with pytest.raises(ValueError, match=r"shorter|longer"):
+        paired_difference([0.1, 0.2], [0.1])
+
+
+def test_paired_difference_passes_its_samples_and_confidence_on():
+    diffs = [a - b for a, b in zip(SPREAD, SPREAD[::-1], strict=True)]
+    for bounds in ({"samples": 37}, {"confidence": 0.5}, {"samples": 101, "confidence": 0.8}):
+        assert paired_difference(SPREAD, SPREAD[::-1], **bounds) == bootstrap_interval(
+            diffs, **bounds
+        )

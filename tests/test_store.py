@@ -170,8 +170,29 @@ def test_examples_are_sorted_and_rewritten_only_on_change(tmp_path):
             "markdown_tokens": 1,
         },
     ]
-    assert stage(rows, str(tmp_path))["changed"] is True
+    path = str(parquet_path(tmp_path, "examples"))
+    assert stage(rows, str(tmp_path)) == {"path": path, "rows": 3, "changed": True}
     stored = read_examples(tmp_path)
     assert [(r["article_id"], r["chunk"]) for r in stored] == [("a", 0), ("a", 1), ("b", 0)]
     assert pq.read_schema(parquet_path(tmp_path, "examples")).equals(EXAMPLES_SCHEMA)
-    assert stage(list(reversed(rows)), str(tmp_path))["changed"] is False
+    assert stage(list(reversed(rows)), str(tmp_path)) == {"path": path, "rows": 3, "changed": False}
+
+
+def test_staged_examples_land_only_when_the_whole_stack_succeeds(tmp_path):
+    """The export stages examples.parquet with its JSONL: until the stack closes the old file
+    is untouched, and if anything else in the stack fails it stays byte-identical."""
+    old = [{"article_id": "a", "chunk": 0, "split": "train", "plain": "p", "markdown": "m"}]
+    new = [{**old[0], "markdown": "*m*"}]
+    stage(old, str(tmp_path))
+    path = parquet_path(tmp_path, "examples")
+    before = path.read_bytes()
+    with pytest.raises(RuntimeError, match="JSONL"), ExitStack() as stack:
+        assert stage_examples(new, str(tmp_path), stack)["changed"] is True
+        assert path.read_bytes() == before  # staged, not written
+        raise RuntimeError("the JSONL could not be written")
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == ["examples.parquet"]
+    with ExitStack() as stack:
+        stage_examples(new, str(tmp_path), stack)
+        assert path.read_bytes() == before
+    assert [r["markdown"] for r in read_examples(tmp_path)] == ["*m*"]
