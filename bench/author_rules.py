@@ -27,6 +27,7 @@ import json
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,11 +43,8 @@ def main() -> None:
     if args.folds:
         cross_validate(args.data_dir, args.folds)
         return
-    from bench.quality import score_answer_rows, summary_lines
     from core.chat_data import chat_examples
-    from core.rules import rules_markdown
     from tasks.evaluate import computing_function
-    from tasks.evaluate.metrics import paired_comparisons
 
     jsonl = args.data_dir / "jsonl"
     if not (jsonl / "train.jsonl").is_file():
@@ -56,21 +54,40 @@ def main() -> None:
     author = computing_function("author_rules", args.data_dir)  # as the evaluation counts them
     counted = time.perf_counter() - started
     started = time.perf_counter()
-    rows = [
-        {"index": i, "plain": e["plain"], "reference": e["reference"], "identity": e["plain"],
-         "rules": rules_markdown(e["plain"]), "author_rules": author(e["plain"])}
-        for i, e in enumerate(chunks)
-    ]  # fmt: skip
+    rows = answer_rows([(e["plain"], e["reference"]) for e in chunks], author)
     formatted = time.perf_counter() - started
     print(
         f"{len(train)} train chunks counted in {counted:.1f} s ({len(author.counts)} contexts); "
         f"{len(rows)} {args.split} chunks formatted by both in {formatted:.1f} s"
     )
+    print_scores(rows)
+
+
+def answer_rows(pairs: list[tuple[str, str]], author: Callable[[str], str]) -> list[dict]:
+    """Each (plain text, reference) with identity's, the rules' and the author's rules' answers."""
+    from core.rules import rules_markdown
+
+    return [
+        {"index": i, "plain": plain, "reference": reference, "identity": plain,
+         "rules": rules_markdown(plain), "author_rules": author(plain)}
+        for i, (plain, reference) in enumerate(pairs)
+    ]  # fmt: skip
+
+
+def print_scores(rows: list[dict], confusions_too: bool = False) -> None:
+    """The quality table of the answers (CER, gap closed, visible F1, paired differences)."""
+    from bench.quality import score_answer_rows, summary_lines
+    from tasks.evaluate.metrics import paired_comparisons
+
     metrics = score_answer_rows(rows)
     metrics["paired_cer"] = paired_comparisons(
         metrics["models"], model="author_rules", samples=2000, confidence=0.95
     )
     print("\n".join(summary_lines(metrics)))
+    if confusions_too:
+        print("lines the author's rules gave another kind (reference -> theirs), most frequent:")
+        found = confusions(rows).most_common(12)
+        print(", ".join(f"{ref} -> {got} {n}" for (ref, got), n in found))
     print(json.dumps({"command": " ".join(sys.argv)}))
 
 
@@ -88,10 +105,8 @@ def cross_validate(data_dir: Path, k: int) -> None:
     """Print the author's rules' quality over ``k`` folds of the train and valid articles."""
     import pandas as pd
 
-    from bench.quality import score_answer_rows, summary_lines
+    from bench.quality import score_answer_rows
     from core.author_rules import AuthorRules
-    from core.rules import rules_markdown
-    from tasks.evaluate.metrics import paired_comparisons
 
     parquet = data_dir / "parquet" / "examples.parquet"
     if not parquet.is_file() or k < 2:
@@ -102,11 +117,7 @@ def cross_validate(data_dir: Path, k: int) -> None:
     for f in range(k):
         held, counted = chunks[fold == f], chunks[fold != f]
         author = AuthorRules.fit(zip(counted["plain"], counted["markdown"], strict=True))
-        answers = [
-            {"index": i, "plain": plain, "reference": markdown, "identity": plain,
-             "rules": rules_markdown(plain), "author_rules": author(plain)}
-            for i, (plain, markdown) in enumerate(zip(held["plain"], held["markdown"], strict=True))
-        ]  # fmt: skip
+        answers = answer_rows(list(zip(held["plain"], held["markdown"], strict=True)), author)
         scored = score_answer_rows(answers, samples=200)["models"]["author_rules"]
         gaps.append(f"{scored['gap_closed']['mean']:.2f}" if scored["gap_closed"] else "-")
         rows += answers
@@ -114,14 +125,7 @@ def cross_validate(data_dir: Path, k: int) -> None:
         f"{k} folds of {chunks['article_id'].nunique()} articles ({len(rows)} train and valid "
         f"chunks); the author's rules' gap closed per fold: {', '.join(gaps)}"
     )
-    metrics = score_answer_rows(rows)
-    metrics["paired_cer"] = paired_comparisons(
-        metrics["models"], model="author_rules", samples=2000, confidence=0.95
-    )
-    print("\n".join(summary_lines(metrics)))
-    print("lines the author's rules gave another kind (reference -> theirs), most frequent:")
-    print(", ".join(f"{ref} -> {got} {n}" for (ref, got), n in confusions(rows).most_common(12)))
-    print(json.dumps({"command": " ".join(sys.argv)}))
+    print_scores(rows, confusions_too=True)
 
 
 def confusions(rows: list[dict]) -> Counter[tuple[str, str]]:
