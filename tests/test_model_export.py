@@ -118,9 +118,12 @@ def test_the_hf_folder_is_the_merged_model(exported, tmp_path) -> None:
     back = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "hf")
     assert not list((tmp_path / "hf").glob("adapter*"))  # merged: no PEFT needed
-    model, _ = merged(data, profile, model_id)
+    model, ours = merged(data, profile, model_id)
     for text in TEXTS:
         assert torch.equal(logits(model, tokenizer, text), logits(back, tokenizer, text))
+    chat = [{"role": "system", "content": SYSTEM_MESSAGE}, {"role": "user", "content": "Hi"}]
+    prompt = ours.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    assert tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) == prompt
 
 
 def go_template(template: str, **values: str) -> str:
