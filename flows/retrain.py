@@ -8,13 +8,24 @@ from __future__ import annotations
 import sys
 
 from prefect import flow
+from typing_extensions import TypedDict
 
 from config.settings import load_settings
-from flows.evaluate import evaluate
-from flows.export import export
-from flows.finetune import finetune
+from core.articles import IngestSummary
+from flows.evaluate import Evaluation, evaluate
+from flows.export import Dataset, export
+from flows.finetune import Finetuned, finetune
 from flows.ingest import ingest
 from flows.runner import Backend
+
+
+class Retrained(TypedDict):
+    """The retrain flow's result: each flow's."""
+
+    ingest: IngestSummary
+    export: Dataset
+    finetune: Finetuned
+    evaluate: Evaluation
 
 
 @flow(name="retrain")
@@ -23,7 +34,7 @@ def retrain(
     profile: str = "default",
     data_dir: str | None = None,
     backend: Backend | None = None,
-) -> dict:
+) -> Retrained:
     """Ingest, export, fine-tune and evaluate; the new model replaces the champion if not worse.
 
     Args:

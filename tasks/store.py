@@ -108,12 +108,12 @@ class RunRow(TypedDict):
     model_id: str
     champion_id: str | None
     examples: int
-    cer: float
-    cer_low: float
-    cer_high: float
-    chrf: float
-    structure_f1: float
-    text_cer: float
+    cer: float | None
+    cer_low: float | None
+    cer_high: float | None
+    chrf: float | None
+    structure_f1: float | None
+    text_cer: float | None
     champion_cer: float | None
     promoted: bool
     reason: str
