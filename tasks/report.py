@@ -50,7 +50,7 @@ class ArticleRow(TypedDict):
 
 
 class EvaluationReport(TypedDict):
-    """An evaluation run: ``metrics.json`` (without each model's per-example scores)."""
+    """An evaluation run's report (``metrics.json`` is it without the per-example scores)."""
 
     run_id: str
     created_at: str  # ISO-8601 UTC
