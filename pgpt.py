@@ -19,12 +19,20 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:  # the flows' results, named; imported when a command runs its flow
+    from backends.base import Event
+    from core.articles import IngestSummary
+    from flows.evaluate import Evaluation
+    from flows.export import Dataset
+    from flows.finetune import Finetuned
+    from tasks.evaluate.metrics import Interval
 
 # Without PREFECT_API_URL, and with no Prefect server running here (`_prefect`), Prefect runs
 # a temporary server for each command. Keep it from sending telemetry (offline, every run
@@ -115,7 +123,7 @@ def _prefect() -> Iterator[None]:
         yield
 
 
-def _print_ingest(summary: dict) -> None:
+def _print_ingest(summary: IngestSummary) -> None:
     table = Table(title="Ingest")
     from tasks.report import ingest_counts
 
@@ -128,7 +136,7 @@ def _print_ingest(summary: dict) -> None:
         console.print(f"[red]failed[/red] {failure['item']}: {failure['error']}")
 
 
-def _print_export(result: dict) -> None:
+def _print_export(result: Dataset) -> None:
     table = Table(title=f"Dataset ({result['articles']} articles)")
     for name in ("split", "examples", "tokens/example (mean)", "max", "over limit"):
         table.add_column(name, justify="right")
@@ -179,7 +187,7 @@ def export(profile: Profile = "default") -> None:
         _print_export(export_flow(profile, _data_dir()))
 
 
-def _print_finetune(job: dict) -> None:
+def _print_finetune(job: Finetuned) -> None:
     m = job["metrics"]
     speed = f" at {m['tokens_per_s']} tok/s" if m.get("tokens_per_s") else ""
     cost = f", ${m['cost_usd']:.2f}" if m.get("cost_usd") else ""  # the openai backend
@@ -218,7 +226,7 @@ def _training_bar() -> Iterator[None]:
     with Progress(*columns, console=console, transient=True) as progress:
         bar = progress.add_task("training", total=None, stats="")
 
-        def show(event: dict) -> None:
+        def show(event: Event) -> None:
             if event["type"] == "step":
                 stats = f"loss {event['loss']:.4f}"
                 if event.get("tokens_per_s") is not None:
@@ -247,8 +255,8 @@ def finetune(profile: Profile = "default") -> None:
     _print_finetune(job)
 
 
-def _print_evaluation(report: dict) -> None:
-    def share(value: dict, interval: bool = False) -> str:
+def _print_evaluation(report: Evaluation) -> None:
+    def share(value: Interval, interval: bool = False) -> str:
         if value.get("mean") is None:
             return "–"
         if value["mean"] < -1:  # worse than the input by more than the whole gap

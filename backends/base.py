@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from core.chat_data import Message
+
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
 
@@ -74,7 +76,7 @@ class Backend(Protocol):
     def complete(
         self,
         model_id: str,
-        conversations: list[list[dict]],
+        conversations: list[list[Message]],
         progress: Callable[[int, int], None] | None = None,
         faithful: bool = False,
     ) -> list[str]:

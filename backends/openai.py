@@ -36,11 +36,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from typing_extensions import TypedDict
+
 from backends.base import TERMINAL, Event, Job
 from config.settings import ExportSettings, FinetuneSettings, Price
+from core.chat_data import Message
 from core.io import write_atomic
 from core.logs import run_logger
-from core.runs import METRICS_COLUMNS, RunFolder, file_sha256
+from core.runs import METRICS_COLUMNS, MetricsRow, RunFolder, file_sha256
 
 OPENAI_HOST = "api.openai.com"
 STOP_SIGNALS: tuple[type[BaseException], ...] = (KeyboardInterrupt, SystemExit)
@@ -73,6 +76,28 @@ def _stop_signals() -> tuple[type[BaseException], ...]:
     from prefect.exceptions import TerminationSignal
 
     return (*STOP_SIGNALS, TerminationSignal)
+
+
+class JobRecord(TypedDict, total=False):
+    """``DATA/openai/jobs/<key>.json``: one fine-tune, written as it goes (so never paid twice).
+
+    ``key`` .. ``base_url`` before any upload, each file id after its upload, ``job_id`` on
+    (the ``status`` of the last follow, the ``flow_run_id`` following it, the ``model_id``).
+    """
+
+    key: str  # :meth:`OpenAIBackend.job_key`
+    model: str  # the base model
+    suffix: str
+    charged_tokens: int
+    estimated_cost_usd: float
+    base_url: str | None
+    training_file: str
+    validation_file: str
+    job_id: str
+    status: str
+    created_at: int  # Unix seconds (the API's)
+    flow_run_id: str
+    model_id: str | None
 
 
 class BudgetError(ValueError):
@@ -160,7 +185,7 @@ class OpenAIBackend:
         """Where the job with this key is recorded."""
         return self.data_dir / "openai" / "jobs" / f"{key}.json"
 
-    def _write_record(self, record: dict) -> None:
+    def _write_record(self, record: JobRecord) -> None:
         write_atomic(self.record_path(record["key"]), json.dumps(record, indent=2) + "\n")
 
     def estimate_cost(self, train: str) -> dict[str, Any]:
@@ -191,7 +216,7 @@ class OpenAIBackend:
         """Find this fine-tune's job, or check the budget, upload and create it; its id."""
         key = self.job_key(train, valid, suffix)
         path = self.record_path(key)
-        record = json.loads(path.read_text()) if path.exists() else None
+        record: JobRecord | None = json.loads(path.read_text()) if path.exists() else None
         if record and record.get("job_id"):
             run_logger(__name__).info(
                 "fine-tuning job %s already exists (%s)", record["job_id"], path
@@ -230,7 +255,7 @@ class OpenAIBackend:
                 return job
         return None
 
-    def _create_job(self, record: dict) -> Any:
+    def _create_job(self, record: JobRecord) -> Any:
         """Create the fine-tuning job of ``record`` (its files uploaded)."""
         job = self.client.fine_tuning.jobs.create(
             model=record["model"],
@@ -252,12 +277,12 @@ class OpenAIBackend:
         )
         return job
 
-    def records(self) -> list[dict]:
+    def records(self) -> list[JobRecord]:
         """Every job record in this data dir."""
         folder = self.data_dir / "openai" / "jobs"
         return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
 
-    def _record_of(self, job_id: str) -> dict | None:
+    def _record_of(self, job_id: str) -> JobRecord | None:
         return next((r for r in self.records() if r.get("job_id") == job_id), None)
 
     def get_job(self, job_id: str) -> Job:
@@ -286,7 +311,7 @@ class OpenAIBackend:
         """
         emit = on_event or (lambda event: None)
         seen: set[str] = set()
-        rows: list[dict] = []
+        rows: list[MetricsRow] = []
         delay = self.openai.poll_s
         self._note_follower(job_id)
         try:
@@ -356,7 +381,7 @@ class OpenAIBackend:
         seen.update(e.id for e in fresh)
         return fresh[::-1]
 
-    def _write_model_folder(self, result: Job, job: Any, rows: list[dict]) -> None:
+    def _write_model_folder(self, result: Job, job: Any, rows: list[MetricsRow]) -> None:
         """``DATA/models/<folder>/``: metrics.csv (the loss curve) and model.json."""
         run = RunFolder.of(self.data_dir, job.fine_tuned_model)
         rows = [
@@ -389,7 +414,7 @@ class OpenAIBackend:
     def complete(
         self,
         model_id: str,
-        conversations: list[list[dict]],
+        conversations: list[list[Message]],
         progress: Callable[[int, int], None] | None = None,
         faithful: bool = False,
     ) -> list[str]:
@@ -408,7 +433,7 @@ class OpenAIBackend:
         extra = {"faithful": True} if faithful and self.openai.server_extensions else None
         priced = is_openai(self.openai.base_url)
 
-        def reply(conversation: list[dict]) -> str:
+        def reply(conversation: list[Message]) -> str:
             # OpenAI's models count in cl100k/o200k: bound a runaway answer's cost. Another
             # server's tokenizer differs (SmolLM2's: ~1.3x the tokens), so it budgets itself.
             budget = max_new_tokens_for(count_tokens(conversation[-1]["content"]))
@@ -471,7 +496,7 @@ def translate_event(event: Any) -> list[Event]:
     return [{"type": "status", "level": event.level, "message": event.message}]
 
 
-def collect_metrics(event: Event, rows: list[dict]) -> None:
+def collect_metrics(event: Event, rows: list[MetricsRow]) -> None:
     """Fold step and valid events into metrics rows, one per step."""
     if event["type"] not in ("step", "valid"):
         return

@@ -34,7 +34,9 @@ import statistics
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired
+
+from typing_extensions import TypedDict
 
 from config.settings import ExportSettings
 from core.io import write_atomic
@@ -52,6 +54,58 @@ DISTRIBUTIONS = (
 MIN_FINE_TUNE_EXAMPLES = 10  # OpenAI rejects a training file with fewer examples
 # json.dumps(ensure_ascii=False) leaves these raw; str.splitlines() would break a line at them
 _LINE_BREAKERS = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+# --- the records: plain dicts at run time (JSON lines, Prefect results), named in signatures
+
+
+class Message(TypedDict):
+    """One chat message (``name``: the cookbook counts one token for it)."""
+
+    role: str  # one of ROLES
+    content: str
+    name: NotRequired[str]
+
+
+class ChatExample(TypedDict):
+    """One line of a fine-tuning JSONL file."""
+
+    messages: list[Message]
+
+
+class EvalExample(TypedDict):
+    """A chat example as the evaluation scores it: its first three messages' contents."""
+
+    system: str
+    plain: str  # the user's message: what the model formats
+    reference: str  # the assistant's: the author's Markdown
+
+
+class Distribution(TypedDict):
+    """min, max, mean, median, p5, p95 of some counts (all None when there are none)."""
+
+    min: int | None
+    max: int | None
+    mean: float | None
+    median: float | None
+    p5: float | None
+    p95: float | None
+
+
+class DatasetStats(TypedDict):
+    """The cookbook's figures for one split (:func:`dataset_stats`)."""
+
+    n_examples: int
+    missing_system: int
+    missing_user: int
+    distributions: dict[str, Distribution]  # by the names in DISTRIBUTIONS
+    n_too_long: int
+    epochs: int
+    billing_tokens: int
+    charged_tokens: int
+    est_cost_usd: float
+    price_model: str
+    prices_as_of: str  # ISO date
 
 
 class DatasetError(ValueError):
@@ -78,7 +132,7 @@ class DatasetError(ValueError):
 # --- format checks --------------------------------------------------------------------------
 
 
-def to_chat(plain: str, markdown: str, system_message: str) -> dict:
+def to_chat(plain: str, markdown: str, system_message: str) -> ChatExample:
     """One fine-tuning example: system prompt, the plain text as user, the Markdown as assistant."""
     return {
         "messages": [
@@ -169,7 +223,7 @@ def validate_examples(
 
 
 def num_tokens_from_messages(
-    messages: list[dict], tokens_per_message: int = 3, tokens_per_name: int = 1
+    messages: list[Message], tokens_per_message: int = 3, tokens_per_name: int = 1
 ) -> int:
     """The cookbook's (approximate) prompt size: per message 3 + its string values; 3 to reply."""
     num_tokens = 0
@@ -183,7 +237,7 @@ def num_tokens_from_messages(
     return num_tokens + 3
 
 
-def num_assistant_tokens_from_messages(messages: list[dict]) -> int:
+def num_assistant_tokens_from_messages(messages: list[Message]) -> int:
     """Tokens in the assistant messages' content (what the model is trained to produce)."""
     return sum(
         count_tokens(m["content"])
@@ -200,10 +254,10 @@ def _quantile(ordered: list[int], q: float) -> float:
     return float(ordered[low] + (ordered[high] - ordered[low]) * (position - low))
 
 
-def distribution(values: Sequence[int]) -> dict[str, float | int | None]:
+def distribution(values: Sequence[int]) -> Distribution:
     """min, max, mean, median, p5, p95 of ``values`` (all None when empty)."""
     if not values:
-        return dict.fromkeys(("min", "max", "mean", "median", "p5", "p95"))
+        return Distribution(min=None, max=None, mean=None, median=None, p5=None, p95=None)
     ordered = sorted(values)
     return {
         "min": ordered[0],
@@ -234,7 +288,7 @@ def training_price(cfg: ExportSettings) -> float:
     return cfg.prices[cfg.price_model].training
 
 
-def stats_of(examples: list[dict], cfg: ExportSettings) -> dict:
+def stats_of(examples: list[ChatExample], cfg: ExportSettings) -> DatasetStats:
     """dataset_stats for examples already validated."""
     n_messages, convo_lens, assistant_lens = [], [], []
     missing_system = missing_user = 0
@@ -270,7 +324,9 @@ def stats_of(examples: list[dict], cfg: ExportSettings) -> dict:
     }
 
 
-def dataset_stats(examples: list[dict], cfg: ExportSettings, name: str = "dataset") -> dict:
+def dataset_stats(
+    examples: list[ChatExample], cfg: ExportSettings, name: str = "dataset"
+) -> DatasetStats:
     """The cookbook's warnings, distributions, epochs and billing tokens, plus the cost (USD)."""
     validate_examples(examples, name)
     return stats_of(examples, cfg)
@@ -313,7 +369,7 @@ def read_jsonl(path: str | Path) -> list:
     return [value for _, value in read_numbered(path)]
 
 
-def read_chats(path: str | Path, name: str | None = None) -> list[list[dict[str, Any]]]:
+def read_chats(path: str | Path, name: str | None = None) -> list[list[Message]]:
     """The messages of each example of an OpenAI chat JSONL file, checked as the export checks
     them (:func:`validate_examples`) and ending with the assistant's answer: else DatasetError
     naming the file and line. The one reader of chat files (trainer, evaluation, server).
@@ -348,7 +404,7 @@ def text_pairs(path: str | Path) -> Iterator[tuple[str, str]]:
             yield users[-1], messages[-1]["content"]
 
 
-def chat_examples(path: str | Path) -> list[dict[str, str]]:
+def chat_examples(path: str | Path) -> list[EvalExample]:
     """Each example of a chat JSONL file as ``{"system", "plain", "reference"}``: its first
     three messages (the shape the export writes and the evaluation scores)."""
     examples = []

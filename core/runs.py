@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from typing_extensions import TypedDict
+
 from core.io import write_atomic
 
 MODELS = "models"
@@ -41,6 +43,20 @@ CURRENT_JSON = "current.json"
 ADAPTER = "adapter"  # a local run's LoRA adapter folder
 CHECKPOINT = "checkpoint"  # a local run's last checkpoint folder (checkpoint.old/ while replaced)
 METRICS_COLUMNS = ("step", "epoch", "train_loss", "valid_loss", "tokens_per_s", "lr", "elapsed_s")
+
+
+class MetricsRow(TypedDict, total=False):
+    """One optimizer step: a row of ``metrics.csv`` (a column a backend does not know is
+    left out, and written as an empty cell; read back, every column is there, None if empty).
+    """
+
+    step: float
+    epoch: float | None
+    train_loss: float | None
+    valid_loss: float | None
+    tokens_per_s: float | None
+    lr: float | None
+    elapsed_s: float | None
 
 
 def models_dir(data_dir: str | Path) -> Path:
@@ -143,16 +159,16 @@ class RunFolder:
         """The finished model's record (``{}`` while it is not finished)."""
         return json.loads(self.model_json.read_text(encoding="utf-8")) if self.is_done() else {}
 
-    def write_metrics(self, rows: list[dict[str, Any]]) -> None:
+    def write_metrics(self, rows: list[MetricsRow]) -> None:
         """Replace ``metrics.csv`` with a header and ``rows`` (atomically)."""
         write_atomic(self.metrics_csv, metrics_text(rows, header=True))
 
-    def append_metrics(self, row: dict[str, Any]) -> None:
+    def append_metrics(self, row: MetricsRow) -> None:
         """Append one row to ``metrics.csv``."""
         with self.metrics_csv.open("a", encoding="utf-8") as f:
             f.write(metrics_text([row], header=False))
 
-    def read_metrics(self) -> list[dict[str, float | None]]:
+    def read_metrics(self) -> list[MetricsRow]:
         """The rows of ``metrics.csv``, numbers parsed (empty cells None)."""
         with self.metrics_csv.open(newline="") as f:
             return [
@@ -161,7 +177,7 @@ class RunFolder:
             ]
 
 
-def metrics_text(rows: list[dict[str, Any]], header: bool) -> str:
+def metrics_text(rows: list[MetricsRow], header: bool) -> str:
     """``rows`` as CSV text in ``METRICS_COLUMNS`` order (None as an empty cell).
 
     >>> metrics_text([dict.fromkeys(METRICS_COLUMNS, 1) | {"valid_loss": None}], header=False)

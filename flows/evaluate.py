@@ -26,10 +26,12 @@ from prefect import flow, get_run_logger
 
 from backends.openai import is_openai
 from config.settings import Settings, load_settings
-from core.chat_data import chat_examples
+from core.chat_data import EvalExample, chat_examples
 from core.runs import RunFolder, current_model, file_sha256, set_current_model
 from flows.runner import Backend, fan_out, flow_settings, in_data_dir, one_machine
 from tasks.evaluate import (
+    Answers,
+    Decision,
     ModelSpec,
     Runtime,
     break_even_note,
@@ -40,10 +42,16 @@ from tasks.evaluate import (
     read_test_examples,
     score_answers,
 )
-from tasks.evaluate.metrics import paired_comparisons, with_gap_closed
+from tasks.evaluate.metrics import Summary, paired_comparisons, with_gap_closed
 from tasks.finetune import model_to_use
-from tasks.report import publish_evaluation, write_report
-from tasks.store import read_examples, record_run
+from tasks.report import EvaluationReport, publish_evaluation, write_report
+from tasks.store import RunRow, read_examples, record_run
+
+
+class Evaluation(EvaluationReport):
+    """The evaluate flow's result: the report, and the folder it was written to."""
+
+    report_dir: str
 
 
 @flow(name="evaluate")
@@ -54,7 +62,7 @@ def evaluate(
     promote: bool = False,
     loss_png: str | None = None,
     backend: Backend | None = None,
-) -> dict:
+) -> Evaluation:
     """Score ``model_id`` (default: the current model) and the models it is compared with.
 
     Args:
@@ -78,7 +86,8 @@ def evaluate(
     openai_available = has_key or not is_openai(openai.base_url)
     compared = models_to_compare(challenger, champion, settings, one_shot, openai_available)
     runs = generate_all(compared, examples, Runtime.of(settings), settings)
-    models, answers = {}, {}
+    models: dict[str, Summary] = {}
+    answers: dict[str, list[str]] = {}
     for name, (model, run) in runs.items():
         models[name] = score_answers(model.model_id, examples, run, settings.evaluate)
         answers[name] = run["answers"]
@@ -87,7 +96,7 @@ def evaluate(
         "confidence": settings.evaluate.confidence,
     }
     models = with_gap_closed(models, **bounds)
-    decision = None
+    decision: Decision | None = None
     if promote:
         decision = decide_promotion(
             models["finetuned"],
@@ -99,7 +108,7 @@ def evaluate(
         if decision["promote"]:
             set_current_model(data, challenger)
     now = datetime.now(UTC)
-    report = {
+    report: EvaluationReport = {
         "run_id": f"{now:%Y%m%d-%H%M%S}-{RunFolder.of(data, challenger).path.name[-12:]}",
         "created_at": now.isoformat(),
         "examples": len(examples),
@@ -121,8 +130,11 @@ def evaluate(
 
 
 def generate_all(
-    compared: dict[str, ModelSpec], examples: list[dict], runtime: Runtime, settings: Settings
-) -> dict[str, tuple[ModelSpec, dict]]:
+    compared: dict[str, ModelSpec],
+    examples: list[EvalExample],
+    runtime: Runtime,
+    settings: Settings,
+) -> dict[str, tuple[ModelSpec, Answers]]:
     """Every model's answers, faithful (and raw): ``{name: (model, generate_answers run)}``.
 
     Each (model, mode) is one cached ``generate_answers`` task, submitted to the task runner;
@@ -163,7 +175,9 @@ def articles_in_test(data_dir: str, chunks: int) -> float:
     return chunks / per_article if test else 1.0
 
 
-def run_row(report: dict, report_dir: str, challenger: str, champion: str | None) -> dict:
+def run_row(
+    report: EvaluationReport, report_dir: str, challenger: str, champion: str | None
+) -> RunRow:
     """The runs.parquet row of a champion/challenger run."""
     new, decision = report["models"]["finetuned"], report["decision"]
     old = report["models"].get("champion")

@@ -8,15 +8,23 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 
 from config.settings import load_settings
+from core.articles import Article, IngestSummary
 from flows.runner import in_data_dir
 from tasks.examples import build_examples
-from tasks.export import export_jsonl
+from tasks.export import Exported, export_jsonl
 from tasks.report import article_rows, publish_dataset
 from tasks.store import distinct_articles, read_articles, require_articles
 
 
+class Dataset(Exported):
+    """The export flow's result: what export_jsonl wrote, and how many articles and examples."""
+
+    articles: int
+    examples: int
+
+
 @task
-def load_articles(data_dir: str) -> list[dict]:
+def load_articles(data_dir: str) -> list[Article]:
     """The stored articles, one per text (copies stored before they were merged are left
     out, so no text is in two splits); a clear error when there are none yet."""
     require_articles(data_dir)
@@ -30,8 +38,10 @@ def load_articles(data_dir: str) -> list[dict]:
 
 @flow(name="export")
 def export(
-    profile: str = "default", data_dir: str | None = None, ingest_summary: dict | None = None
-) -> dict:
+    profile: str = "default",
+    data_dir: str | None = None,
+    ingest_summary: IngestSummary | None = None,
+) -> Dataset:
     """Chunk and split the stored articles and write the validated fine-tuning JSONL."""
     settings = load_settings(profile, data_dir)
     articles = load_articles(str(settings.data_dir))

@@ -14,14 +14,28 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger
+from typing_extensions import TypedDict
 
 from config.settings import load_settings
 from core.runs import file_sha256, set_current_model
 from flows.runner import Backend, flow_settings, in_data_dir
 from tasks.export import exported_split
 from tasks.finetune import finetune_model, publish_training
+
+
+class Finetuned(TypedDict):
+    """The finetune flow's result: the finished job (``backends.base.Job`` as JSON-shaped
+    data, the shape of a flow's result) and its loss curve."""
+
+    id: str
+    status: str
+    model_id: str
+    error: str | None
+    metrics: dict[str, Any]  # what the backend measured: steps, tokens_seen, losses, cost_usd
+    loss_png: str
 
 
 def cancel_remote_jobs(flow: object, flow_run: object, state: object) -> None:
@@ -71,7 +85,7 @@ def finetune(
     data_dir: str | None = None,
     make_current: bool = True,
     backend: Backend | None = None,
-) -> dict:
+) -> Finetuned:
     """Fine-tune the configured backend on the exported JSONL (and make it the current model).
 
     The retrain flow passes ``make_current=False``: there, evaluation decides (champion/challenger).
@@ -94,7 +108,7 @@ def finetune(
     loss_png = publish_training(job, str(settings.data_dir))
     if make_current:
         set_current_model(settings.data_dir, job.model_id)
-    return {**job.as_dict(), "loss_png": loss_png}  # a flow's result: JSON-shaped
+    return Finetuned(**job.as_dict(), loss_png=loss_png)  # a flow's result: JSON-shaped
 
 
 if __name__ == "__main__":

@@ -17,23 +17,27 @@ from __future__ import annotations
 import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 from prefect import flow, get_run_logger, unmapped
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.futures import PrefectFuture
 
 from config.settings import Settings, load_settings
+from core.articles import Article, Failure, IngestSummary
 from flows.runner import fan_out, in_data_dir
 from tasks.clean import clean_page
-from tasks.scrape import checked_sources, discover_pages, fetch_url
+from tasks.scrape import PageRef, RawPage, checked_sources, discover_pages, fetch_url
 from tasks.store import store_articles
 
 SAMPLE_SOURCE = str(Path(__file__).resolve().parents[1] / "data" / "sample" / "posts")
+T = TypeVar("T")
 
 
-def settle(futures: list[PrefectFuture], labels: list[str]) -> tuple[list, list[dict]]:
-    """Results of the futures that completed, and ``{"item", "error"}`` for those that failed."""
-    results, failures = [], []
+def settle(futures: list[PrefectFuture[T]], labels: list[str]) -> tuple[list[T], list[Failure]]:
+    """Results of the futures that completed, and a Failure for each of those that failed."""
+    results: list[T] = []
+    failures: list[Failure] = []
     for future, label in zip(futures, labels, strict=True):
         value = future.result(raise_on_failure=False)
         if future.state.is_completed():
@@ -43,9 +47,10 @@ def settle(futures: list[PrefectFuture], labels: list[str]) -> tuple[list, list[
     return results, failures
 
 
-def discover(sources: list[str], settings: Settings) -> tuple[list[dict], list[dict]]:
+def discover(sources: list[str], settings: Settings) -> tuple[list[PageRef], list[Failure]]:
     """Page refs from every source; a source that fails is reported, not raised."""
-    pages, failures = [], []
+    pages: list[PageRef] = []
+    failures: list[Failure] = []
     for source in sources:
         try:
             pages += discover_pages(source, settings.scrape, str(settings.data_dir))
@@ -54,7 +59,9 @@ def discover(sources: list[str], settings: Settings) -> tuple[list[dict], list[d
     return pages, failures
 
 
-def fetch(pages: list[dict], settings: Settings) -> tuple[list[dict], list[dict]]:
+def fetch(
+    pages: list[PageRef], settings: Settings
+) -> tuple[list[PageRef | RawPage], list[Failure]]:
     """Download the pages that are not on disk yet (cached for ``refetch_after_hours``)."""
     fetch_cached = in_data_dir(
         fetch_url,
@@ -71,7 +78,7 @@ def fetch(pages: list[dict], settings: Settings) -> tuple[list[dict], list[dict]
     return [p for p in pages if p["kind"] == "file"] + fetched, failures
 
 
-def clean(raws: list[dict], settings: Settings) -> tuple[list[dict], list[dict]]:
+def clean(raws: list[PageRef | RawPage], settings: Settings) -> tuple[list[Article], list[Failure]]:
     """Clean every raw page (cached on its content hash), fanned out on the task runner."""
     if not raws:
         return [], []
@@ -93,7 +100,7 @@ def clean(raws: list[dict], settings: Settings) -> tuple[list[dict], list[dict]]
 @flow(name="ingest")
 def ingest(
     sources: list[str] | None = None, profile: str = "default", data_dir: str | None = None
-) -> dict:
+) -> IngestSummary:
     """Scrape and clean the sources (default: the bundled sample) into articles.parquet.
 
     Args:
@@ -109,13 +116,13 @@ def ingest(
     raws, fetch_failures = fetch(pages, settings)
     records, clean_failures = clean(raws, settings)
     fetched_at = {r["sha256"]: r.get("fetched_at") for r in raws}
-    articles = [
+    articles: list[Article] = [
         {**a, "fetched_at": fetched_at.get(a["html_sha256"])}
         for a in records
         if not a["skip_reason"]
     ]
     stored = store_articles(articles, str(settings.data_dir))
-    summary = {
+    summary: IngestSummary = {
         "sources": len(sources),
         "pages": len(pages),
         **stored,

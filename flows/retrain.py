@@ -8,15 +8,28 @@ from __future__ import annotations
 import sys
 
 from prefect import flow
+from typing_extensions import TypedDict
 
 from config.settings import load_settings
+from core.articles import IngestSummary
 from core.errors import BadInput
-from flows.evaluate import evaluate
-from flows.export import export
+from flows.evaluate import Evaluation, evaluate
+from flows.export import Dataset, export
 from flows.export_model import export_model
-from flows.finetune import finetune
+from flows.finetune import Finetuned, finetune
 from flows.ingest import ingest
 from flows.runner import Backend, flow_settings
+from tasks.model_export import ModelExport
+
+
+class Retrained(TypedDict):
+    """The retrain flow's result: each flow's."""
+
+    ingest: IngestSummary
+    export: Dataset
+    finetune: Finetuned
+    evaluate: Evaluation
+    exported_model: ModelExport | None  # the promoted model's files, when export_to is given
 
 
 @flow(name="retrain")
@@ -26,7 +39,7 @@ def retrain(
     data_dir: str | None = None,
     backend: Backend | None = None,
     export_to: str | None = None,
-) -> dict:
+) -> Retrained:
     """Ingest, export, fine-tune and evaluate; the new model replaces the champion if not worse.
 
     Args:

@@ -14,8 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from backends.local import LocalBackend
 from server.api import APIError
 
-if TYPE_CHECKING:
-    pass
+if TYPE_CHECKING:  # backends.local.generate imports torch: when a chat first generates
+    from backends.local.generate import Usage
+    from core.chat_data import Message
 
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ class Prepared:
 
     model: Any
     tokenizer: Any
-    conversation: list[dict[str, str]]
+    conversation: list[Message]
     prompt_tokens: int
     cap: int  # most new tokens: serve.max_tokens, and what the context has left
 
@@ -146,7 +147,7 @@ class Engine:
         self.keep = keep
         self.lock = threading.Lock()
 
-    def prepare(self, key: str, conversation: list[dict[str, str]]) -> Prepared:
+    def prepare(self, key: str, conversation: list[Message]) -> Prepared:
         """Load the model, count the prompt's tokens; 400 if the context cannot hold it."""
         with self.lock:  # a fast tokenizer must not be used by two threads at once either
             model, tokenizer = self.backend.load(key, keep=self.keep)
@@ -177,7 +178,7 @@ class Engine:
         from backends.local.generate import generate
 
         streamer = DeltaStreamer(job.tokenizer, decoding.stop, on_delta)
-        details: list[dict[str, Any]] = []
+        details: list[Usage] = []
         with self.lock:
             [answer] = generate(
                 job.model,

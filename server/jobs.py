@@ -23,6 +23,7 @@ from server.models import Models
 from server.store import Store
 
 if TYPE_CHECKING:
+    from backends.base import Event
     from config.settings import FinetuneSettings, Settings
 
 
@@ -461,7 +462,7 @@ class Progress:
     train_loss: float | None = None
     valid_loss: float | None = None
 
-    def translate(self, event: dict[str, Any]) -> list[tuple[str, str, dict | None, str]]:
+    def translate(self, event: Event) -> list[tuple[str, str, dict[str, Any] | None, str]]:
         """(message, type, data, level) of the job events a trainer event makes."""
         kind = event.get("type")
         if kind == "start":
@@ -510,7 +511,7 @@ class Progress:
             return [(f"Training finished: {event.get('steps')} steps", "message", None, "info")]
         return []
 
-    def checkpoint(self, event: dict[str, Any]) -> dict[str, Any]:
+    def checkpoint(self, event: Event) -> dict[str, Any]:
         """A ``fine_tuning.job.checkpoint`` for a trainer checkpoint event."""
         step = int(event["step"])
         return {

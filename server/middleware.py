@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.api import APIError
-
-if TYPE_CHECKING:
-    pass
-
 
 # --- middleware: auth and body size ---------------------------------------------------------
 
 
-async def _send_error(send: Callable, error: APIError) -> None:
+async def _send_error(send: Send, error: APIError) -> None:
     """Answer a raw ASGI request with an OpenAI error."""
     body = json.dumps(error.body()).encode()
     headers = [
@@ -28,7 +24,7 @@ async def _send_error(send: Callable, error: APIError) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def _header(scope: dict, name: bytes) -> str | None:
+def _header(scope: Scope, name: bytes) -> str | None:
     """A request header's value (latin-1), or None."""
     for key, value in scope.get("headers", []):
         if key.lower() == name:
@@ -42,11 +38,11 @@ class BearerAuth:
     The key lives only in this object's memory: it is never stored, logged or written.
     """
 
-    def __init__(self, app: Any, api_key: str) -> None:
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
         self.app = app
         self._expected = f"Bearer {api_key}".encode()
 
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/v1"):
             given = (_header(scope, b"authorization") or "").encode("latin-1")
             if not hmac.compare_digest(given, self._expected):
@@ -67,7 +63,7 @@ class BodyLimit:
     counted as it arrives, and the app's answer is replaced by the 413 once it runs over.
     """
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
@@ -81,7 +77,7 @@ class BodyLimit:
             code="request_too_large",
         )
 
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -95,7 +91,7 @@ class BodyLimit:
                 return
         state = {"received": 0, "over": False, "started": False, "replaced": False}
 
-        async def counting_receive() -> dict:
+        async def counting_receive() -> Message:
             message = await receive()
             if message["type"] == "http.request":
                 state["received"] += len(message.get("body", b""))
@@ -104,7 +100,7 @@ class BodyLimit:
                     raise BodyTooLarge()
             return message
 
-        async def guarded_send(message: dict) -> None:
+        async def guarded_send(message: Message) -> None:
             if state["replaced"]:
                 return
             if message["type"] == "http.response.start":

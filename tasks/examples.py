@@ -38,6 +38,7 @@ from prefect import task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from config.settings import ExamplesSettings
+from core.articles import Article, Example
 from core.caching import SourceOf
 from core.markdown import markdown_to_plain
 from core.sample import spread
@@ -276,8 +277,8 @@ def assign_splits(
 
 
 def article_examples(
-    article: dict, split: str, chunk_tokens: int, max_chunks: int | None = None
-) -> list[dict]:
+    article: Article, split: str, chunk_tokens: int, max_chunks: int | None = None
+) -> list[Example]:
     """The examples (one per chunk) of one article; at most ``max_chunks``, spread evenly."""
     chunks = chunk_markdown(article["markdown"], chunk_tokens)
     rows = []
@@ -302,7 +303,7 @@ CODE = SourceOf(functions=(sys.modules[__name__], markdown_to_plain))  # the chu
 
 
 @task(cache_policy=INPUTS + TASK_SOURCE + CODE, persist_result=True)
-def build_examples(articles: list[dict], examples: ExamplesSettings) -> list[dict]:
+def build_examples(articles: list[Article], examples: ExamplesSettings) -> list[Example]:
     """Chunk every article and assign its split: the rows of examples.parquet."""
     splits = assign_splits(
         [a["id"] for a in articles], examples.test_fraction, examples.valid_fraction, examples.seed

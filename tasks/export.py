@@ -16,14 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
+from typing_extensions import TypedDict
 
 from config.settings import ExportSettings
+from core.articles import Example, Staged
 from core.chat_data import (
     DISTRIBUTIONS,
     MIN_FINE_TUNE_EXAMPLES,
     REQUIRED_KEYS,
     SPLITS,
+    ChatExample,
     DatasetError,
+    DatasetStats,
     dumps_jsonl,
     read_numbered,
     stats_of,
@@ -34,6 +38,32 @@ from core.errors import MissingInput
 from core.io import atomic_path
 from core.logs import run_logger
 from tasks.store import stage_examples
+
+
+class CostEstimate(TypedDict):
+    """What fine-tuning on the train split would cost on OpenAI (its default epochs)."""
+
+    model: str
+    epochs: int
+    charged_tokens: int
+    usd: float
+    prices_as_of: str  # ISO date of the price table
+
+
+class ExportStats(TypedDict):
+    """``DATA/jsonl/stats.json``: each split's figures and the cost estimate."""
+
+    as_of: str  # ISO-8601 UTC, to the second
+    splits: dict[str, DatasetStats]  # by split name, in SPLITS order
+    cost_estimate: CostEstimate
+
+
+class Exported(TypedDict):
+    """What ``export_jsonl`` wrote: the files by split (and "stats"), the stats, the Parquet."""
+
+    paths: dict[str, str]
+    stats: ExportStats
+    parquet: Staged
 
 
 def exported_split(data_dir: str | Path, split: str) -> Path:
@@ -47,7 +77,7 @@ def exported_split(data_dir: str | Path, split: str) -> Path:
 # --- the Prefect task -----------------------------------------------------------------------
 
 
-def _chats_by_split(examples: list[dict], system_message: str) -> dict[str, list[dict]]:
+def _chats_by_split(examples: list[Example], system_message: str) -> dict[str, list[ChatExample]]:
     """Chat examples per split, ordered by (article_id, chunk); DatasetError on malformed rows."""
     for index, row in enumerate(examples):
         missing = [k for k in REQUIRED_KEYS if not isinstance(row, dict) or k not in row]
@@ -60,13 +90,13 @@ def _chats_by_split(examples: list[dict], system_message: str) -> dict[str, list
                 f"article {row['article_id']!r} chunk {row['chunk']}: unknown split "
                 f"{row['split']!r} (expected one of {', '.join(SPLITS)})",
             )
-    by_split: dict[str, list[dict]] = {split: [] for split in SPLITS}
+    by_split: dict[str, list[ChatExample]] = {split: [] for split in SPLITS}
     for row in sorted(examples, key=lambda r: (r["article_id"], r["chunk"])):
         by_split[row["split"]].append(to_chat(row["plain"], row["markdown"], system_message))
     return by_split
 
 
-def _warn_leaks(examples: list[dict], log: logging.Logger | logging.LoggerAdapter) -> None:
+def _warn_leaks(examples: list[Example], log: logging.Logger | logging.LoggerAdapter) -> None:
     """Warn about articles whose chunks fall in more than one split (evaluation leakage)."""
     splits_of: defaultdict[Any, set[str]] = defaultdict(set)
     for row in examples:
@@ -76,7 +106,10 @@ def _warn_leaks(examples: list[dict], log: logging.Logger | logging.LoggerAdapte
 
 
 def _log_stats(
-    split: str, stats: dict, cfg: ExportSettings, log: logging.Logger | logging.LoggerAdapter
+    split: str,
+    stats: DatasetStats,
+    cfg: ExportSettings,
+    log: logging.Logger | logging.LoggerAdapter,
 ) -> None:
     """The cookbook's printed report, as log lines."""
     log.info("%s: %d examples", split, stats["n_examples"])
@@ -98,7 +131,7 @@ def _log_stats(
 
 
 @task
-def export_jsonl(examples: list[dict], data_dir: str, export: ExportSettings) -> dict:
+def export_jsonl(examples: list[Example], data_dir: str, export: ExportSettings) -> Exported:
     """Write train/valid/test JSONL in OpenAI chat format, validated, with stats.json and
     examples.parquet: every file is replaced, or none (a failed export leaves all as they
     were)."""
@@ -111,7 +144,7 @@ def export_jsonl(examples: list[dict], data_dir: str, export: ExportSettings) ->
     paths = {split: out_dir / f"{split}.jsonl" for split in SPLITS}
     paths["stats"] = out_dir / "stats.json"
     with ExitStack() as stack:  # every file lands only if every split validates
-        split_stats = {}
+        split_stats: dict[str, DatasetStats] = {}
         for split in SPLITS:
             name = paths[split].name
             tmp = stack.enter_context(atomic_path(paths[split]))
@@ -124,7 +157,7 @@ def export_jsonl(examples: list[dict], data_dir: str, export: ExportSettings) ->
             split_stats[split] = stats_of([value for _, value in rows], export)
             _log_stats(split, split_stats[split], export, log)
         train = split_stats["train"]
-        stats = {
+        stats: ExportStats = {
             "as_of": datetime.now(UTC).isoformat(timespec="seconds"),
             "splits": split_stats,
             "cost_estimate": {
@@ -173,9 +206,9 @@ def _usd(value: float) -> str:
     return f"${value:,.2f}" if value >= 0.01 or value == 0 else f"${value:.4f}"
 
 
-def summary_markdown(stats: dict) -> str:
+def summary_markdown(stats: ExportStats) -> str:
     """A short Markdown report of export_jsonl's stats (for a Prefect markdown artifact)."""
-    splits: dict[str, dict] = stats["splits"]
+    splits = stats["splits"]
     lines = [
         "## Fine-tuning data (OpenAI chat format)",
         "",

@@ -27,7 +27,7 @@ from backends import get_backend
 from backends.base import Event, Job
 from config.settings import FinetuneSettings, Price
 from core.errors import MissingInput
-from core.runs import CURRENT_JSON, RunFolder, current_model, models_dir
+from core.runs import CURRENT_JSON, MetricsRow, RunFolder, current_model, models_dir
 
 _listeners: list[Callable[[Event], None]] = []  # in-process watchers of training events (the CLI)
 
@@ -69,6 +69,8 @@ def model_to_use(data_dir: str | Path, model_id: str | None) -> str:
     return chosen
 
 
+# ``prices`` is export.prices, a dict, not ExportSettings: the cache key (INPUTS) then follows
+# the price table only, so an export setting that leaves the data alone never retrains.
 @task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
 def finetune_model(
     train: str,
@@ -105,7 +107,7 @@ def finetune_model(
     return job
 
 
-def plot_loss(rows: list[dict], out: Path) -> Path:
+def plot_loss(rows: list[MetricsRow], out: Path) -> Path:
     """Train and valid loss per step, as a PNG."""
     import matplotlib
 

@@ -14,18 +14,61 @@ import difflib
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from typing_extensions import TypedDict
 
+from core.articles import Article, Example, IngestSummary
+from core.chat_data import EvalExample
 from core.io import write_atomic
-from tasks.evaluate.metrics import INVISIBLE_KINDS, KINDS, VISIBLE_KINDS
-from tasks.export import summary_markdown
+from tasks.evaluate import Decision
+from tasks.evaluate.metrics import (
+    INVISIBLE_KINDS,
+    KINDS,
+    VISIBLE_KINDS,
+    Interval,
+    Paired,
+    Score,
+    Summary,
+)
+from tasks.export import ExportStats, summary_markdown
 
 
-def ingest_counts(summary: dict) -> dict[str, int]:
+class ArticleRow(TypedDict):
+    """One article in the dataset's articles table."""
+
+    title: str | None
+    published: str  # its date, YYYY-MM-DD ("" if unknown)
+    words: int
+    markdown_tokens: int
+    split: str  # "" if it has no examples
+    chunks: int
+    url: str
+
+
+class EvaluationReport(TypedDict):
+    """An evaluation run's report (``metrics.json`` is it without the per-example scores)."""
+
+    run_id: str
+    created_at: str  # ISO-8601 UTC
+    examples: int  # test chunks scored
+    data_sha256: str  # of test.jsonl
+    decision: Decision | None  # champion/challenger (only when promoting)
+    loss_png: str | None
+    worst_examples: int  # how many the report shows
+    break_even: str
+    models: dict[str, Summary]  # by their names in the report
+    paired_cer: list[Paired]
+
+
+Table = list[dict[str, str | int]]  # rows of a Markdown or Prefect table, keyed by header
+Worst = list[tuple[int, float, str, str]]  # (index, cer, reference, answer), worst first
+
+
+def ingest_counts(summary: IngestSummary) -> dict[str, int]:
     """The ingest summary as counts, in the order people read them."""
     return {
         "sources": summary["sources"],
@@ -40,7 +83,7 @@ def ingest_counts(summary: dict) -> dict[str, int]:
     }
 
 
-def ingest_markdown(summary: dict) -> str:
+def ingest_markdown(summary: IngestSummary) -> str:
     """The ingest counts as a Markdown table, then any failures."""
     counts = ingest_counts(summary)
     lines = [
@@ -56,7 +99,7 @@ def ingest_markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def article_rows(articles: list[dict], examples: list[dict]) -> list[dict]:
+def article_rows(articles: list[Article], examples: list[Example]) -> list[ArticleRow]:
     """One row per article for the articles table: title, date, size, split, chunks, URL."""
     split = {e["article_id"]: e["split"] for e in examples}
     chunks: dict[str, int] = {}
@@ -77,7 +120,9 @@ def article_rows(articles: list[dict], examples: list[dict]) -> list[dict]:
 
 
 @task
-def publish_dataset(ingest: dict | None, stats: dict, rows: list[dict]) -> str:
+def publish_dataset(
+    ingest: IngestSummary | None, stats: ExportStats, rows: list[ArticleRow]
+) -> str:
     """Publish the articles table and the dataset summary as Prefect artifacts."""
     create_table_artifact(
         key="pgpt-articles", table=rows, description="Articles in the dataset, with their split"
@@ -110,7 +155,7 @@ METRIC_LABELS = {
 }
 
 
-def interval(value: dict | None, digits: int = 3) -> str:
+def interval(value: Interval | None, digits: int = 3) -> str:
     """``0.123 [0.101, 0.150]``: a mean with its interval ("–" when there is none).
 
     >>> interval({"mean": 0.5, "low": 0.25, "high": 0.75}), interval({"mean": None})
@@ -121,7 +166,7 @@ def interval(value: dict | None, digits: int = 3) -> str:
     return f"{value['mean']:.{digits}f} [{value['low']:.{digits}f}, {value['high']:.{digits}f}]"
 
 
-def metrics_rows(models: dict[str, dict]) -> list[dict]:
+def metrics_rows(models: dict[str, Summary]) -> Table:
     """One row per model for tables: the means with intervals, time and cost."""
     return [
         {
@@ -141,7 +186,7 @@ def metrics_rows(models: dict[str, dict]) -> list[dict]:
     ]
 
 
-def kind_rows(models: dict[str, dict], among: Sequence[str] = KINDS) -> list[dict]:
+def kind_rows(models: dict[str, Summary], among: Sequence[str] = KINDS) -> Table:
     """Structure F1 per element kind (micro over the chunks), a row per model, and the counts.
 
     ``among``: the kinds to show (those that occur), e.g.
@@ -154,7 +199,7 @@ def kind_rows(models: dict[str, dict], among: Sequence[str] = KINDS) -> list[dic
     if not kinds:
         return []
     counts = {k: 0 for k in kinds}
-    rows = []
+    rows: Table = []
     for name, m in models.items():
         by_kind = m.get("structure_by_kind", {})
         counts |= {k: v["reference"] for k, v in by_kind.items() if k in counts}
@@ -163,7 +208,7 @@ def kind_rows(models: dict[str, dict], among: Sequence[str] = KINDS) -> list[dic
     return [{"model": "(in the references)"} | counts, *rows]
 
 
-def paired_lines(comparisons: list[dict]) -> list[str]:
+def paired_lines(comparisons: list[Paired]) -> list[str]:
     """One line per paired CER comparison: the mean difference, its interval, the verdict.
 
     >>> paired_lines([{"model": "finetuned", "against": "base", "mean": -0.002,
@@ -178,8 +223,8 @@ def paired_lines(comparisons: list[dict]) -> list[str]:
     return lines
 
 
-def markdown_table(rows: list[dict]) -> str:
-    """A GitHub Markdown table of dict rows (keys as the header)."""
+def markdown_table(rows: Sequence[Mapping[str, object]]) -> str:
+    """A GitHub Markdown table of rows (their keys as the header)."""
     if not rows:
         return ""
     header = list(rows[0])
@@ -188,7 +233,9 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def worst_examples(examples: list[dict], answers: list[str], scores: list[dict], n: int) -> list:
+def worst_examples(
+    examples: list[EvalExample], answers: list[str], scores: list[Score], n: int
+) -> Worst:
     """The ``n`` examples with the highest CER: ``(index, cer, reference, answer)``."""
     ranked = sorted(range(len(examples)), key=lambda i: scores[i]["cer"], reverse=True)[:n]
     return [(i, scores[i]["cer"], examples[i]["reference"], answers[i]) for i in ranked]
@@ -202,7 +249,7 @@ def unified_diff(reference: str, answer: str) -> str:
     return "\n".join(lines) or "(identical)"
 
 
-def report_markdown(report: dict, worst: list) -> str:
+def report_markdown(report: EvaluationReport, worst: Worst) -> str:
     """report.md: the table, the decision, the break-even figure, the worst examples."""
     decision = report.get("decision") or {}
     parts = [
@@ -256,7 +303,7 @@ def report_markdown(report: dict, worst: list) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def worst_html(worst: list) -> str:
+def worst_html(worst: Worst) -> str:
     """The worst examples as side-by-side HTML diffs."""
     differ = difflib.HtmlDiff(wrapcolumn=80)
     tables = [
@@ -267,7 +314,7 @@ def worst_html(worst: list) -> str:
     return differ.make_file([], []).replace("<body>", "<body>" + "".join(tables), 1)
 
 
-def plot_metrics(models: dict[str, dict], out: Path) -> Path:
+def plot_metrics(models: dict[str, Summary], out: Path) -> Path:
     """CER, gap closed, visible F1 and chrF per model with their intervals, as a PNG."""
     import matplotlib
 
@@ -303,7 +350,12 @@ def point_latest(reports: Path, run_id: str) -> None:
 
 
 @task
-def write_report(report: dict, examples: list[dict], answers: dict, data_dir: str) -> str:
+def write_report(
+    report: EvaluationReport,
+    examples: list[EvalExample],
+    answers: dict[str, list[str]],
+    data_dir: str,
+) -> str:
     """Write DATA/reports/<run id>/ (metrics.json, report.md, PNGs, answers); its path."""
     out = Path(data_dir) / "reports" / report["run_id"]
     out.mkdir(parents=True, exist_ok=True)
@@ -334,7 +386,7 @@ def write_report(report: dict, examples: list[dict], answers: dict, data_dir: st
 
 
 @task
-def publish_evaluation(report: dict, report_dir: str) -> None:
+def publish_evaluation(report: EvaluationReport, report_dir: str) -> None:
     """The evaluation table and the report summary as Prefect artifacts."""
     create_table_artifact(
         key="pgpt-evaluation",

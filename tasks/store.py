@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import unicodedata
+from collections.abc import Sequence
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,7 +37,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import task
+from typing_extensions import TypedDict
 
+from core.articles import Article, Example, Staged, Stored
 from core.errors import BadInput, MissingInput
 from core.io import atomic_path
 
@@ -96,6 +99,30 @@ RUNS_SCHEMA = pa.schema(  # one row per evaluated run: what champion/challenger 
 )
 
 
+class RunRow(TypedDict):
+    """One evaluated champion/challenger run: a row of runs.parquet (``RUNS_SCHEMA``)."""
+
+    run_id: str
+    created_at: str | datetime  # ISO-8601 when recorded; a datetime once read back
+    data_sha256: str
+    model_id: str
+    champion_id: str | None
+    examples: int
+    cer: float | None
+    cer_low: float | None
+    cer_high: float | None
+    chrf: float | None
+    structure_f1: float | None
+    text_cer: float | None
+    champion_cer: float | None
+    promoted: bool
+    reason: str
+    report: str  # the report's folder
+
+
+Row = Article | Example | RunRow  # what the tables hold, one schema each
+
+
 def parquet_path(data_dir: str | Path, name: str) -> Path:
     """``DATA/parquet/<name>.parquet``."""
     return Path(data_dir) / "parquet" / f"{name}.parquet"
@@ -112,7 +139,7 @@ def _timestamp(value: Any) -> datetime | None:
     return parsed.replace(tzinfo=parsed.tzinfo or UTC).astimezone(UTC)
 
 
-def _conform(row: dict, schema: pa.Schema) -> dict:
+def _conform(row: Row, schema: pa.Schema) -> dict[str, Any]:
     """Keep the schema's columns only, timestamps parsed."""
     out = {name: row.get(name) for name in schema.names}
     for field in schema:
@@ -121,18 +148,18 @@ def _conform(row: dict, schema: pa.Schema) -> dict:
     return out
 
 
-def write_rows(rows: list[dict], schema: pa.Schema, path: Path) -> None:
+def write_rows(rows: Sequence[Row], schema: pa.Schema, path: Path) -> None:
     """Write rows as a Parquet file with ``schema``, atomically."""
     with atomic_path(path) as tmp:
         write_table([_conform(r, schema) for r in rows], schema, tmp)
 
 
-def write_table(rows: list[dict], schema: pa.Schema, path: Path) -> None:
+def write_table(rows: list[dict[str, Any]], schema: pa.Schema, path: Path) -> None:
     """Write conformed rows as a Parquet file with ``schema``, in place (a temp file)."""
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
 
 
-def read_rows(path: Path) -> list[dict]:
+def read_rows(path: Path) -> list[Any]:
     """All rows of a Parquet file as dicts ([] when the file does not exist)."""
     return pq.read_table(path).to_pylist() if path.exists() else []
 
@@ -162,26 +189,26 @@ def require_articles(data_dir: str | Path) -> None:
         )
 
 
-def read_articles(data_dir: str | Path) -> list[dict]:
+def read_articles(data_dir: str | Path) -> list[Article]:
     """Every stored article, in id order."""
     return read_rows(parquet_path(data_dir, "articles"))
 
 
-def read_examples(data_dir: str | Path) -> list[dict]:
+def read_examples(data_dir: str | Path) -> list[Example]:
     """Every stored example, in (article_id, chunk) order."""
     return read_rows(parquet_path(data_dir, "examples"))
 
 
-def read_runs(data_dir: str | Path) -> list[dict]:
+def read_runs(data_dir: str | Path) -> list[RunRow]:
     """Every recorded run, oldest first."""
     return read_rows(parquet_path(data_dir, "runs"))
 
 
 @task
-def record_run(run: dict, data_dir: str) -> str:
+def record_run(run: RunRow, data_dir: str) -> str:
     """Append a run to runs.parquet (rewritten atomically; earlier rows are kept as they are)."""
     path = parquet_path(data_dir, "runs")
-    rows = [r for r in read_rows(path) if r["run_id"] != run["run_id"]]
+    rows: list[RunRow] = [r for r in read_rows(path) if r["run_id"] != run["run_id"]]
     write_rows([*rows, run], RUNS_SCHEMA, path)
     return str(path)
 
@@ -202,7 +229,7 @@ def content_key(plain: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def distinct_articles(articles: list[dict]) -> tuple[list[dict], list[str]]:
+def distinct_articles(articles: list[Article]) -> tuple[list[Article], list[str]]:
     """One article per text, the first by id, and the ids of the copies left out.
 
     >>> rows = [{"id": "b", "plain": "Tools."}, {"id": "a", "plain": "tools."}, {"id": "c",
@@ -222,16 +249,16 @@ def distinct_articles(articles: list[dict]) -> tuple[list[dict], list[str]]:
     return kept, copies
 
 
-def _same(old: dict, new: dict) -> bool:
+def _same(old: Article, new: Article) -> bool:
     return old["html_sha256"] == new["html_sha256"] and old["markdown"] == new["markdown"]
 
 
 @task
-def store_articles(articles: list[dict], data_dir: str) -> dict:
+def store_articles(articles: list[Article], data_dir: str) -> Stored:
     """Merge cleaned articles into articles.parquet by id (the same text under a new id is
     merged into its article's ``copies``); rewrite only if something changed."""
     path = parquet_path(data_dir, "articles")
-    stored = {row["id"]: row for row in read_rows(path)}
+    stored: dict[str, Article] = {row["id"]: row for row in read_rows(path)}
     owner = {content_key(r.get("plain") or ""): i for i, r in sorted(stored.items(), reverse=True)}
     now = datetime.now(UTC)
     added, updated, merged, unchanged = [], [], [], 0
@@ -264,7 +291,7 @@ def store_articles(articles: list[dict], data_dir: str) -> dict:
     }
 
 
-def stage_examples(examples: list[dict], data_dir: str, stack: ExitStack) -> dict:
+def stage_examples(examples: list[Example], data_dir: str, stack: ExitStack) -> Staged:
     """Stage examples.parquet as ``examples`` (sorted) in ``stack``: it replaces the file when
     the stack closes without an error, with whatever else the stack holds (the export's
     JSONL), or not at all; untouched if they are the same.

@@ -18,6 +18,7 @@ from typing import Any
 
 from backends.base import Event, Job
 from config.settings import FinetuneSettings
+from core.chat_data import Message
 from core.runs import JobSpec, RunFolder
 
 LOCAL_ID = r"[a-z0-9.-]+"  # a local model id (base name, suffix, fingerprint): its folder name
@@ -97,7 +98,7 @@ class LocalBackend:
     def complete(
         self,
         model_id: str,
-        conversations: list[list[dict]],
+        conversations: list[list[Message]],
         progress: Callable[[int, int], None] | None = None,
         faithful: bool = False,
     ) -> list[str]:

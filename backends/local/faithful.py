@@ -52,6 +52,9 @@ BLOCK_START = frozenset(b"#*-+>`|0123456789")  # bytes a block's markup may star
 FENCE_LANGUAGE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-_#")
 
 
+States = dict[int, tuple[int, int]]  # input position -> (markup run, markup budget spent)
+
+
 def markup_budget(text_bytes: int) -> int:
     """Non-whitespace markup bytes one answer may add: 64 plus half the input's bytes."""
     return 64 + text_bytes // 2
@@ -65,7 +68,7 @@ class Matcher:
     target: bytes = field(init=False)  # the input's bytes without whitespace
     after: list[int] = field(init=False)  # raw byte offset just after each target byte
     raw: bytes = field(init=False)  # the input's UTF-8 bytes
-    states: dict[int, tuple[int, int]] = field(init=False)  # pos -> (run, budget spent)
+    states: States = field(init=False)
     line: bytes = b""  # the answer's current line, for code fence languages
     tail: bytes = b""  # the answer's last ``TAIL`` bytes (its markup since the last text)
     budget: int = field(init=False)
@@ -86,14 +89,14 @@ class Matcher:
         """Markup bytes since the last input text, in the best state."""
         return min(run for run, _ in self.states.values())
 
-    def step(self, states: dict, line: bytes, byte: int) -> dict:
+    def step(self, states: States, line: bytes, byte: int) -> States:
         """The states after one more answer byte (empty: the byte is not allowed)."""
         # equivalent mutant: b"XX`XX" also strips X, which is a language letter anyway
         tail = line.lstrip(b"`")  # pragma: no mutate
         fence = (
             line.startswith(b"```") and len(line) < 24 and all(b in FENCE_LANGUAGE for b in tail)
         )
-        nxt: dict[int, tuple[int, int]] = {}
+        nxt: States = {}
 
         def keep(pos: int, run: int, spent: int) -> None:  # the least run (and spending) wins
             nxt[pos] = min(nxt.get(pos, (run, spent)), (run, spent))
@@ -109,7 +112,7 @@ class Matcher:
                 keep(pos, run + 1, spent + 1)
         return nxt
 
-    def advance(self, data: bytes) -> tuple[dict, bytes] | None:
+    def advance(self, data: bytes) -> tuple[States, bytes] | None:
         """The states and line after ``data``, or None if it does not fit (nothing changes)."""
         states, line = self.states, self.line
         for byte in data:

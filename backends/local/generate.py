@@ -33,14 +33,25 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from typing_extensions import TypedDict
 
 from backends.local.calibrate import DECODING_JSON
 from backends.local.decode import DRAFT_TOKENS
 from backends.local.model import load_model
 from backends.local.scaffold import Reader, Scaffold, load_scaffold, scaffolded
+from core.chat_data import Message
 
 STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
+
+
+class Usage(TypedDict):
+    """What one conversation's answer took (:func:`generate`'s ``details``)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: Literal["stop", "length", "cancelled"]
 
 
 def max_new_tokens_for(
@@ -94,7 +105,7 @@ def stop_token_ids(tokenizer: Any) -> list[int]:
 
 
 def _budget(
-    model: Any, tokenizer: Any, conversation: list[dict], prompt_len: int, fixed: int | None
+    model: Any, tokenizer: Any, conversation: list[Message], prompt_len: int, fixed: int | None
 ) -> int:
     """New tokens for one conversation: from its last message's length (the text to format)."""
     if fixed is not None:
@@ -255,7 +266,7 @@ def _decode_one_by_one(model: Any, batch: Batch, rows: Rows) -> list[tuple[list[
 def generate(
     model: Any,
     tokenizer: Any,
-    conversations: list[list[dict]],
+    conversations: list[list[Message]],
     *,
     batch_size: int = 8,
     max_new_tokens: int | None = None,
@@ -267,7 +278,7 @@ def generate(
     seed: int | None = None,
     streamer: Any = None,
     should_stop: Callable[[], bool] | None = None,
-    details: list[dict[str, Any]] | None = None,
+    details: list[Usage] | None = None,
     draft_tokens: int = DRAFT_TOKENS,
     copy_ahead_rows: int = 1,
     markup_bias: float | None = None,
@@ -319,7 +330,7 @@ def generate(
     ]
     if max_new_tokens_cap is not None:
         budgets = [min(budget, max(1, max_new_tokens_cap)) for budget in budgets]
-    found: list[dict[str, Any]] = [{} for _ in ids]
+    found: list[Usage] = [{} for _ in ids]  # type: ignore[typeddict-item]  # each row's, below
     answers: list[str] = [""] * len(ids)
     if markup_bias is None:
         markup_bias = getattr(model, "markup_bias", 0.0)

@@ -39,6 +39,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Literal
 
+from core.chat_data import Message
+
 Scaffold = Literal["none", "rules", "author"]
 SCAFFOLDS: tuple[Scaffold, ...] = ("none", "rules", "author")
 Reader = Callable[[str], str]  # plain text -> what the model reads (a fitted scaffold)
@@ -94,7 +96,7 @@ def recorded_scaffold(adapter_dir: Path) -> Reader:
     return scaffold_function(load_scaffold(found.get("scaffold", "none"), adapter_dir))
 
 
-def scaffolded(conversation: list[dict], scaffold: Scaffold | Reader) -> list[dict]:
+def scaffolded(conversation: list[Message], scaffold: Scaffold | Reader) -> list[Message]:
     """``conversation`` with its text to format (the last user message) scaffolded.
 
     Only the last user message changes (there may be none: nothing changes); a system

@@ -82,6 +82,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 import core.inline
 import core.markdown
 from config.settings import CleanSettings
+from core.articles import Article
 from core.caching import SourceOf
 from core.markdown import markdown_to_plain
 from core.tokens import count_tokens
@@ -190,7 +191,7 @@ def skip_reason(name: str, title: str | None, words: int, min_words: int) -> str
 
 def clean_record(
     path: str, sha256: str, url: str, source: str, clean: CleanSettings, content_type: str = ""
-) -> dict:
+) -> Article:
     """Clean one raw page into an article record (the body of :func:`clean_page`);
     ``content_type`` is the HTTP header's, when it was fetched (its charset)."""
     soup = parse_html(read_page(path, content_type))
@@ -229,6 +230,6 @@ CODE = SourceOf(functions=(sys.modules[__name__], *STEPS))  # a change to any st
 @task(cache_policy=INPUTS + TASK_SOURCE + CODE, persist_result=True)
 def clean_page(
     path: str, sha256: str, url: str, source: str, clean: CleanSettings, content_type: str = ""
-) -> dict:
+) -> Article:
     """Clean one raw page (HTML or Markdown file) into an article record."""
     return clean_record(path, sha256, url, source, clean, content_type)

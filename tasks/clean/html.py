@@ -87,7 +87,7 @@ def collapse(text: str) -> str:
     return " ".join(text.split())
 
 
-def new_tag(name: str, attrs: dict | None = None) -> Tag:
+def new_tag(name: str, attrs: dict[str, str] | None = None) -> Tag:
     """A detached tag."""
     return Tag(name=name, attrs=attrs or {})
 

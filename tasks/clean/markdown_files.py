@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import Any
 
 import yaml
 
@@ -18,9 +19,10 @@ FRONT_MATTER = re.compile(
     re.S,
 )
 PATH_DATE = re.compile(r"(?:\A|/)(\d{4})/(\d{2})/(\d{2})(?:/|\Z)")  # Zola's "2014/12/12/slug"
+FrontMatter = dict[str, Any]  # whatever a file's YAML or TOML holds: no fixed keys
 
 
-def split_front_matter(markdown: str) -> tuple[dict, str]:
+def split_front_matter(markdown: str) -> tuple[FrontMatter, str]:
     """(front matter fields, the rest) of a Markdown file: YAML between ``---`` lines or TOML
     between ``+++`` lines; a front matter that does not parse gives its ``key: value`` or
     ``key = "value"`` lines.
@@ -43,7 +45,7 @@ def split_front_matter(markdown: str) -> tuple[dict, str]:
     return (fields if isinstance(fields, dict) else {}), markdown[match.end() :]
 
 
-def parse_toml(text: str) -> dict:
+def parse_toml(text: str) -> FrontMatter:
     """TOML front matter; when broken, its top-level ``key = value`` lines (quotes dropped).
 
     >>> parse_toml('title = "A"\\ndate = 2024-02-01')
@@ -61,7 +63,7 @@ def parse_toml(text: str) -> dict:
         return {key: re.sub(r"\A([\"'])(.*)\1\Z", r"\2", value) for key, value in pairs}
 
 
-def front_matter_author(fields: dict) -> str | None:
+def front_matter_author(fields: FrontMatter) -> str | None:
     """``author`` or ``authors``: a name, a ``{name: ...}`` or a list of them, joined by ", ".
 
     >>> front_matter_author({"authors": ["Aaron Turon", "Niko Matsakis"]})
@@ -78,7 +80,7 @@ def front_matter_author(fields: dict) -> str | None:
     return None
 
 
-def front_matter_date(fields: dict) -> str | None:
+def front_matter_date(fields: FrontMatter) -> str | None:
     """``date`` (or ``published``), else the ``YYYY/MM/DD`` in a Zola ``path``, ISO-8601.
 
     >>> from datetime import date

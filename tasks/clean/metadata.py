@@ -10,11 +10,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bs4 import BeautifulSoup, Tag
+from typing_extensions import TypedDict
 
 from tasks.clean.html import collapse, parse_html
 
 
-def extract_metadata(html: str, url: str | None = None) -> dict:
+class PageMeta(TypedDict):
+    """What a page says about its article (None where it says nothing)."""
+
+    title: str | None
+    author: str | None
+    published: str | None  # ISO-8601: a date, or a datetime (UTC "Z" when zoned)
+    canonical_url: str | None
+
+
+def extract_metadata(html: str, url: str | None = None) -> PageMeta:
     """Title, author, published (ISO-8601) and canonical URL of an article page."""
     return page_metadata(parse_html(html), url)
 
@@ -25,10 +35,10 @@ class Page:
 
     soup: BeautifulSoup
     meta: dict[str, str]
-    ld: list[dict]
+    ld: list[dict[str, Any]]
 
 
-def page_metadata(soup: BeautifulSoup, url: str | None = None) -> dict:
+def page_metadata(soup: BeautifulSoup, url: str | None = None) -> PageMeta:
     """:func:`extract_metadata` on a parsed page."""
     page = Page(soup, meta_values(soup), json_ld(soup))
     return {
@@ -59,9 +69,9 @@ def meta_values(soup: BeautifulSoup) -> dict[str, str]:
     return values
 
 
-def json_ld(soup: BeautifulSoup) -> list[dict]:
+def json_ld(soup: BeautifulSoup) -> list[dict[str, Any]]:
     """All JSON-LD objects of the page (``@graph`` flattened); broken JSON ignored."""
-    found: list[dict] = []
+    found: list[dict[str, Any]] = []
     for script in soup.find_all("script", attrs={"type": "application/ld+json"}):
         try:
             data = json.loads(script.get_text(), strict=False)

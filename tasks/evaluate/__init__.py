@@ -20,10 +20,11 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from pydantic import BaseModel, ConfigDict
+from typing_extensions import TypedDict
 
 from backends import get_backend
 from config.settings import EvaluateSettings, FinetuneSettings, OpenAISettings, Price, Settings
-from core.chat_data import chat_examples
+from core.chat_data import EvalExample, Message, chat_examples
 from core.faithful import repair
 from core.sample import spread
 from core.tokens import count_tokens
@@ -31,6 +32,8 @@ from tasks.evaluate.ceiling import without_invisible
 from tasks.evaluate.metrics import (
     F1_KEYS,
     SUMMARY_KEYS,
+    Interval,
+    Summary,
     bootstrap_interval,
     f1_interval,
     paired_difference,
@@ -98,7 +101,25 @@ class Runtime(BaseModel):
         )
 
 
-def read_test_examples(data_dir: str | Path, max_examples: int | None = None) -> list[dict]:
+class Answers(TypedDict):
+    """One model's answers to the test examples (:func:`generate_answers`), and their cost."""
+
+    answers: list[str]  # in the examples' order
+    seconds: float  # wall time
+    cpu_seconds: float  # of this process (a local model's generation; not a server's)
+    output_tokens: int  # cl100k tokens of the answers
+    cost_usd: float
+
+
+class Decision(TypedDict):
+    """Champion/challenger: promote the challenger or keep the champion, and why."""
+
+    promote: bool
+    reason: str
+    cer_difference: Interval | None  # challenger - champion, paired (None: nothing to compare)
+
+
+def read_test_examples(data_dir: str | Path, max_examples: int | None = None) -> list[EvalExample]:
     """The test split (``DATA/jsonl/test.jsonl``): at most ``max_examples`` of its chunks,
     spread evenly over it (the first N would come from a few articles)."""
     path = exported_split(data_dir, "test")
@@ -108,7 +129,7 @@ def read_test_examples(data_dir: str | Path, max_examples: int | None = None) ->
     return spread(examples, max_examples)
 
 
-def one_shot_system(system: str, example: dict) -> str:
+def one_shot_system(system: str, example: EvalExample) -> str:
     """The seed's one-shot prompt: the system message plus one worked example."""
     return (
         f"{system}\n\nFor example, this plain text:\n\n{example['plain']}\n\n"
@@ -116,14 +137,14 @@ def one_shot_system(system: str, example: dict) -> str:
     )
 
 
-def pick_one_shot(train: list[dict]) -> dict:
+def pick_one_shot(train: list[EvalExample]) -> EvalExample:
     """The train example of median length among those with markup (deterministic)."""
     marked = [e for e in train if e["reference"] != e["plain"]] or train
     ordered = sorted(marked, key=lambda e: (len(e["reference"]), e["reference"]))
     return ordered[(len(ordered) - 1) // 2]
 
 
-def conversations(examples: list[dict], system: str | None = None) -> list[list[dict]]:
+def conversations(examples: list[EvalExample], system: str | None = None) -> list[list[Message]]:
     """Chat messages for each example: its system message (or ``system``) and its plain text."""
     return [
         [
@@ -180,8 +201,8 @@ def computed_model(name: str, data_dir: str | Path | None = None) -> ModelSpec:
 
 @task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
 def generate_answers(
-    model: ModelSpec, examples: list[dict], faithful: bool, runtime: Runtime, data_dir: str
-) -> dict:
+    model: ModelSpec, examples: list[EvalExample], faithful: bool, runtime: Runtime, data_dir: str
+) -> Answers:
     """A model's answers to the examples, with wall and CPU seconds and cost (cached per model).
 
     A ``computed`` model (:data:`COMPUTED`: identity, ceiling, rules) generates nothing: its
@@ -220,8 +241,8 @@ def generate_answers(
 
 
 def score_answers(
-    model_id: str, examples: list[dict], run: dict, evaluate: EvaluateSettings
-) -> dict:
+    model_id: str, examples: list[EvalExample], run: Answers, evaluate: EvaluateSettings
+) -> Summary:
     """Per-example scores and the model's summary row (means with bootstrap intervals; visible
     and invisible F1 micro over the examples, :func:`f1_interval`)."""
     scores = [
@@ -245,8 +266,8 @@ def score_answers(
 
 
 def decide_promotion(
-    challenger: dict, champion: dict | None, *, samples: int = 2000, confidence: float = 0.95
-) -> dict:
+    challenger: Summary, champion: Summary | None, *, samples: int = 2000, confidence: float = 0.95
+) -> Decision:
     """Promote unless the challenger's CER is worse than the champion's beyond the interval.
 
     The test is paired on the same test examples: the interval of the per-example CER
@@ -298,7 +319,7 @@ def models_to_compare(
     challenger: str,
     champion: str | None,
     settings: Settings,
-    one_shot: dict | None,
+    one_shot: EvalExample | None,
     openai_available: bool = False,
 ) -> dict[str, ModelSpec]:
     """The models a run scores, by their names in the report: identity, the ceiling, the
@@ -327,7 +348,7 @@ def models_to_compare(
     return models
 
 
-def break_even_note(models: dict[str, dict], finetune_usd: float, articles: float) -> str:
+def break_even_note(models: dict[str, Summary], finetune_usd: float, articles: float) -> str:
     """The seed's break-even figure for each priced model the fine-tune is compared with.
 
     ``articles``: how many articles the scored test chunks add up to.

@@ -80,7 +80,9 @@ RECORDING_MD.inline.ruler.at("link", record_link)
 RECORDING_MD.inline.ruler2.before("fragments_join", "resolve_invisible", resolve_invisible)
 
 
-def content_positions(content: str, lines: list[str], first: int, cursor: dict) -> list[int]:
+def content_positions(
+    content: str, lines: list[str], first: int, cursor: dict[int, int]
+) -> list[int]:
     """Where each character of an inline token's content stands in the document.
 
     The content's line k is found on document line ``first + k``, after what the previous

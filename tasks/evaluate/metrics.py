@@ -41,8 +41,10 @@ import math
 import random
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import NotRequired
 
 from markdown_it.token import Token
+from typing_extensions import TypedDict
 
 from core.markdown import MD, inline_plain, markdown_to_plain
 from core.scores import cer
@@ -77,6 +79,67 @@ INLINE_OPENERS = {"em_open": "emphasis", "strong_open": "strong"}
 INLINE_CLOSERS = {"em_close", "strong_close"}
 
 Element = tuple[str, str, str]  # (kind, detail, text)
+Counts = tuple[int, int, int]  # (matched, predicted, reference) elements
+
+
+# --- the records: plain dicts at run time (metrics.json, Prefect results), named in signatures
+
+
+class Interval(TypedDict):
+    """A mean with its bootstrap interval (None: nothing to measure, e.g. no gap to close)."""
+
+    mean: float | None
+    low: float | None
+    high: float | None
+
+
+class Score(TypedDict):
+    """Every metric of one answer (:func:`score_example`)."""
+
+    cer: float
+    chrf: float
+    structure_f1: float  # overall (micro over the kinds)
+    text_cer: float
+    visible_f1: float
+    invisible_f1: float
+    structure: dict[str, float | None]  # F1 by kind (None: neither side has any)
+    structure_counts: dict[str, Counts]  # by kind
+
+
+class KindF1(TypedDict):
+    """Micro F1 of one element kind over the examples, and how many the references hold."""
+
+    f1: float | None
+    reference: int
+
+
+class Summary(TypedDict):
+    """One model's scores on the test split: means with intervals, speed, cost, the scores."""
+
+    model_id: str
+    cer: Interval
+    chrf: Interval
+    structure_f1: Interval
+    text_cer: Interval
+    visible_f1: Interval
+    invisible_f1: Interval
+    seconds_per_example: float
+    output_tokens_per_s: float | None
+    cpu_seconds: float
+    cost_usd: float
+    structure_by_kind: dict[str, KindF1]
+    scores: list[Score]
+    gap_closed: NotRequired[Interval]  # :func:`with_gap_closed` adds it
+
+
+class Paired(TypedDict):
+    """The paired CER difference of a model and a baseline (below 0: the model is better)."""
+
+    model: str
+    against: str
+    mean: float | None
+    low: float | None
+    high: float | None
 
 
 def char_ngrams(text: str, order: int) -> list[Counter[str]]:
@@ -197,7 +260,7 @@ def structure_elements(markdown: str) -> Counter[Element]:
     return elements
 
 
-def structure_counts(prediction: str, reference: str) -> dict[str, tuple[int, int, int]]:
+def structure_counts(prediction: str, reference: str) -> dict[str, Counts]:
     """(matched, predicted, reference) element counts per kind; matched is a multiset meet."""
     predicted, expected = structure_elements(prediction), structure_elements(reference)
     matched = predicted & expected
@@ -230,14 +293,12 @@ def structure_f1(prediction: str, reference: str) -> dict[str, float | None]:
     return scores
 
 
-def group_counts(
-    counts: dict[str, tuple[int, int, int]], kinds: Sequence[str]
-) -> tuple[int, int, int]:
+def group_counts(counts: dict[str, Counts], kinds: Sequence[str]) -> Counts:
     """(matched, predicted, reference) summed over some kinds."""
     return tuple(sum(counts[kind][i] for kind in kinds) for i in range(3))  # type: ignore[return-value]
 
 
-def group_f1(counts: dict[str, tuple[int, int, int]], kinds: Sequence[str]) -> float:
+def group_f1(counts: dict[str, Counts], kinds: Sequence[str]) -> float:
     """Micro F1 over some kinds of :func:`structure_counts`; 1.0 if neither side has any.
 
     >>> counts = structure_counts("## A\\n\\n- b\\n\\n*c*", "## A\\n\\n- x\\n\\nc")
@@ -253,7 +314,7 @@ def text_cer(prediction: str, plain: str) -> float:
     return cer(markdown_to_plain(prediction), plain)
 
 
-def score_example(prediction: str, reference: str, plain: str) -> dict:
+def score_example(prediction: str, reference: str, plain: str) -> Score:
     """All metrics of one prediction: cer, chrf, structure_f1 (overall), text_cer, visible_f1
     and invisible_f1 (micro F1 over :data:`VISIBLE_KINDS` / :data:`INVISIBLE_KINDS`, 1.0 when
     neither side has any), structure (F1 per kind) and structure_counts ((matched, predicted,
@@ -271,7 +332,7 @@ def score_example(prediction: str, reference: str, plain: str) -> dict:
     }
 
 
-def structure_by_kind(scores: list[dict]) -> dict[str, dict]:
+def structure_by_kind(scores: list[Score]) -> dict[str, KindF1]:
     """Micro F1 per element kind over many examples, with the kind's reference count.
 
     Only kinds that occur in a reference or a prediction are listed.
@@ -311,7 +372,7 @@ def bootstrap_interval(
     samples: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
-) -> dict[str, float]:
+) -> Interval:
     """Mean and percentile-bootstrap confidence interval of the values (None values skipped).
 
     The interval is widened to contain the mean if resampling noise ever leaves it outside.
@@ -337,7 +398,7 @@ def bootstrap_interval(
     }
 
 
-def summarize_scores(scores: list[dict]) -> dict[str, dict[str, float]]:
+def summarize_scores(scores: list[Score]) -> dict[str, Interval]:
     """Bootstrap interval of each of cer, chrf, structure_f1 and text_cer over the examples."""
     return {key: bootstrap_interval([score[key] for score in scores]) for key in SUMMARY_KEYS}
 
@@ -350,7 +411,7 @@ def bootstrap_ratio(
     confidence: float = 0.95,
     seed: int = 0,
     empty: float | None = None,
-) -> dict[str, float | None]:
+) -> Interval:
     """Ratio of means ``sum(numerators) / sum(denominators)`` with a paired bootstrap interval.
 
     The ratio of the means over the examples, not the mean of per-example ratios: an example
@@ -392,7 +453,7 @@ def bootstrap_ratio(
     }
 
 
-def f1_interval(scores: list[dict], kinds: Sequence[str], **bounds) -> dict[str, float | None]:
+def f1_interval(scores: list[Score], kinds: Sequence[str], **bounds) -> Interval:
     """Micro F1 over ``kinds`` and the examples (pooled counts), with a bootstrap interval.
 
     2·matched / (predicted + reference), all summed over the examples: an example weighs by
@@ -410,7 +471,7 @@ def f1_interval(scores: list[dict], kinds: Sequence[str], **bounds) -> dict[str,
 
 def gap_closed(
     model: Sequence[float], identity: Sequence[float], ceiling: Sequence[float], **bounds
-) -> dict[str, float | None]:
+) -> Interval:
     """Share of the recoverable CER gap a model closes, with a paired bootstrap interval.
 
     (CER identity - CER model) / (CER identity - CER ceiling), each CER the mean over the same
@@ -433,7 +494,7 @@ def gap_closed(
     )
 
 
-def with_gap_closed(models: dict[str, dict], **bounds) -> dict[str, dict]:
+def with_gap_closed(models: dict[str, Summary], **bounds) -> dict[str, Summary]:
     """Every scored model with its ``gap_closed`` (against the ``identity`` and ``ceiling``)."""
     identity = [s["cer"] for s in models["identity"]["scores"]]
     ceiling = [s["cer"] for s in models["ceiling"]["scores"]]
@@ -449,7 +510,9 @@ def with_gap_closed(models: dict[str, dict], **bounds) -> dict[str, dict]:
 PAIRED_BASELINES = ("identity", "base", "rules", "author_rules")
 
 
-def paired_comparisons(models: dict[str, dict], model: str = "finetuned", **bounds) -> list[dict]:
+def paired_comparisons(
+    models: dict[str, Summary], model: str = "finetuned", **bounds
+) -> list[Paired]:
     """The paired CER difference of ``model`` and each baseline it must beat (below 0: better).
 
     >>> models = {"finetuned": {"scores": [{"cer": 0.25}, {"cer": 0.5}]},
@@ -470,7 +533,7 @@ def paired_comparisons(models: dict[str, dict], model: str = "finetuned", **boun
 
 def paired_difference(
     challenger: list[float], champion: list[float], *, samples: int = 2000, confidence: float = 0.95
-) -> dict:
+) -> Interval:
     """Mean of challenger - champion per example, with a bootstrap interval (paired)."""
     diffs = [a - b for a, b in zip(challenger, champion, strict=True)]
     return bootstrap_interval(diffs, samples=samples, confidence=confidence)

@@ -18,16 +18,8 @@ are skipped here. The export also holds every *reply* (comment) as a post; a rep
 be told apart by its file name, so replies and other short posts are filtered later by the
 cleaner (``clean.min_words``), not here.
 
-Page refs and raw pages are plain dicts. A ref::
-
-    {"source": str, "url": str, "path": str | None, "sha256": str | None,
-     "kind": "http" | "file"}
-
-kind "http" still has to be fetched (``fetch_url``); kind "file" already has its HTML or
-Markdown on disk at ``path`` (``sha256`` of its bytes). A local file's ``url`` is its
-resolved ``file://`` URI; a feed entry's ``url`` is the entry's link. ``fetch_url`` returns a
-raw page: the ref's keys plus ``final_url``, ``status`` (200 or 304), ``content_type`` (the
-full Content-Type header, charset included) and ``fetched_at`` (ISO-8601 UTC).
+A source gives page refs (``pages.PageRef``): kind "http" still has to be fetched
+(``fetch_url``, which returns a ``pages.RawPage``), kind "file" is on disk already.
 
 Files written (all atomically) under the data directory DATA::
 
@@ -63,6 +55,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext, TaskRunContext
+from typing_extensions import TypedDict
 
 from config.settings import ScrapeSettings
 from core.errors import BadInput
@@ -82,9 +75,12 @@ from tasks.scrape.http import (
     utc_now,
 )
 from tasks.scrape.local import ACCEPTED_SOURCES, list_local, local_path
+from tasks.scrape.pages import PageRef, RawPage
 
 __all__ = [  # the stage's public face; its parts: http (politeness), feeds, local
     "FetchError",
+    "PageRef",
+    "RawPage",
     "TransientFetchError",
     "checked_sources",
     "discover_pages",
@@ -120,12 +116,24 @@ unpacked folder) or a feed file (.xml/.rss/.atom)
 # --- fetch_url: conditional GET against the stored copy ------------------------------------
 
 
+class StoredCopy(TypedDict):
+    """``DATA/raw/http/<key>.json``: what is known of the body stored beside it."""
+
+    url: str
+    final_url: str
+    content_type: str
+    sha256: str
+    fetched_at: str
+    etag: str | None
+    last_modified: str | None
+
+
 def _http_paths(url: str, data_dir: str) -> tuple[Path, Path]:
     stem = Path(data_dir) / "raw" / "http" / sha256_hex(url.encode())[:24]
     return stem.with_suffix(".body"), stem.with_suffix(".json")
 
 
-def _stored(body_path: Path, meta_path: Path) -> dict | None:
+def _stored(body_path: Path, meta_path: Path) -> StoredCopy | None:
     """The metadata of the stored copy, if it is there and its body is intact."""
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -136,7 +144,7 @@ def _stored(body_path: Path, meta_path: Path) -> dict | None:
 
 
 @task  # no task retries: http_get's own (backoff, Retry-After) are the one retry policy
-def fetch_url(url: str, source: str, scrape: ScrapeSettings, data_dir: str) -> dict:
+def fetch_url(url: str, source: str, scrape: ScrapeSettings, data_dir: str) -> RawPage:
     """Fetch a page or feed into DATA/raw/http/ with a conditional GET on the stored copy."""
     body_path, meta_path = _http_paths(url, data_dir)
     old = _stored(body_path, meta_path) or {}
@@ -165,7 +173,7 @@ def fetch_url(url: str, source: str, scrape: ScrapeSettings, data_dir: str) -> d
     return {**page, **{k: meta[k] for k in fields}, "status": status}
 
 
-def is_feed(raw: dict) -> bool:
+def is_feed(raw: RawPage) -> bool:
     """True if a raw page is an RSS/Atom feed, by content type or by sniffing its start."""
     media = media_type(raw.get("content_type"))
     if media in FEED_TYPES:
@@ -184,7 +192,7 @@ def _run(task_obj: Any, *args: Any) -> Any:
     return task_obj(*args)
 
 
-def discover_pages(source: str, scrape: ScrapeSettings, data_dir: str) -> list[dict]:
+def discover_pages(source: str, scrape: ScrapeSettings, data_dir: str) -> list[PageRef]:
     """Page refs (or the one raw page) of a SOURCE: local listing, or fetch + feed parsing."""
     if not is_url(source):
         return _run(list_local, source, data_dir)

@@ -16,6 +16,7 @@ from prefect import task
 from core.io import write_atomic
 from core.logs import run_logger
 from tasks.scrape.http import TRACKING_PARAM, is_url, sha256_hex
+from tasks.scrape.pages import PageRef
 
 # --- feeds ------------------------------------------------------------------------------
 
@@ -67,7 +68,7 @@ def _feed_page(entry: Any, content: str, link: str, feed_author: str) -> str:
     )
 
 
-def parse_feed(path: str, source: str, data_dir: str) -> list[dict]:
+def parse_feed(path: str, source: str, data_dir: str) -> list[PageRef]:
     """Parse a feed file into refs: "file" for entries with full content, else "http"."""
     data = Path(path).read_bytes()
     base = source if is_url(source) else Path(path).resolve().as_uri()
@@ -82,7 +83,7 @@ def parse_feed(path: str, source: str, data_dir: str) -> list[dict]:
     if not parsed.get("version") and not parsed.entries:
         raise ValueError(f"{path} (from {source}) is not an RSS or Atom feed")
     feed_author = parsed.feed.get("author", "")
-    refs: list[dict] = []
+    refs: list[PageRef] = []
     seen: set[str] = set()
     for entry in parsed.entries:
         raw_link = entry.get("link") or (entry.get("id") if is_url(entry.get("id", "")) else "")
@@ -114,7 +115,7 @@ def parse_feed(path: str, source: str, data_dir: str) -> list[dict]:
 
 
 @task
-def read_feed(path: str, source: str, data_dir: str) -> list[dict]:
+def read_feed(path: str, source: str, data_dir: str) -> list[PageRef]:
     """Turn a fetched RSS/Atom feed file into page refs (parsing only, no network)."""
     refs = parse_feed(path, source, data_dir)
     full = sum(r["kind"] == "file" for r in refs)

@@ -18,6 +18,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 import httpx
+from typing_extensions import TypedDict
 
 from config.settings import ScrapeSettings
 from core.logs import run_logger
@@ -48,6 +49,17 @@ FEED_START = re.compile(
 TRACKING_PARAM = re.compile(r"^(?:utm_.*|source)$")
 
 T = TypeVar("T")
+
+
+class Fetched(TypedDict):
+    """One GET's answer (:func:`http_get`): an HTML page or a feed, or 304 Not Modified."""
+
+    status: int
+    url: str  # as asked
+    final_url: str  # after redirects
+    headers: dict[str, str]  # names lowercased
+    content: bytes  # empty for a 304
+    content_type: str  # the header's, or the sniffed type of a vague one
 
 
 class FetchError(Exception):
@@ -264,7 +276,9 @@ def _sniff_type(content: bytes) -> str | None:
     return None
 
 
-def _page_attempt(client: httpx.Client, url: str, headers: dict, scrape: ScrapeSettings) -> dict:
+def _page_attempt(
+    client: httpx.Client, url: str, headers: dict[str, str], scrape: ScrapeSettings
+) -> Fetched:
     """One GET: the response dict, or _Retryable / FetchError."""
     try:
         with client.stream("GET", url, headers=headers) as resp:
@@ -303,7 +317,7 @@ def _page_attempt(client: httpx.Client, url: str, headers: dict, scrape: ScrapeS
 
 def http_get(
     url: str, scrape: ScrapeSettings, *, etag: str | None = None, last_modified: str | None = None
-) -> dict:
+) -> Fetched:
     """Politely GET an HTML page or feed: robots.txt, per-host delay, retries, size cap."""
     if not is_url(url):
         raise FetchError(url, "is not a valid http(s) URL")
@@ -318,7 +332,7 @@ def http_get(
             _check_robots(str(request.url), scrape)
         _wait_turn(str(request.url), scrape.per_host_delay_s)
 
-    def attempt() -> dict:
+    def attempt() -> Fetched:
         hooks = {
             "request": [before_each_request],
             "response": [lambda response: _answered(str(response.request.url))],

@@ -18,6 +18,7 @@ from core.io import atomic_path
 from core.logs import run_logger
 from tasks.scrape.feeds import parse_feed
 from tasks.scrape.http import sha256_hex
+from tasks.scrape.pages import PageRef
 
 PAGE_SUFFIXES = (".html", ".htm", ".md", ".markdown")
 FEED_SUFFIXES = (".xml", ".rss", ".atom")
@@ -33,7 +34,7 @@ MEDIUM_POST = re.compile(r"^(?:\d{4}-\d{2}-\d{2}_|draft_).*-[0-9a-f]{8,16}\.html
 # --- local sources ----------------------------------------------------------------------
 
 
-def file_ref(path: Path, source: str) -> dict:
+def file_ref(path: Path, source: str) -> PageRef:
     resolved = path.resolve()
     digest = sha256_hex(resolved.read_bytes())
     return {
@@ -63,7 +64,7 @@ def _medium_roots(folder: Path) -> list[Path]:
     return [p for p in subdirs if _is_medium_export(p)]
 
 
-def _list_folder(folder: Path, source: str) -> list[dict]:
+def _list_folder(folder: Path, source: str) -> list[PageRef]:
     """Refs for a Medium export's published posts, or every page file in a plain folder."""
     if roots := _medium_roots(folder):
         files = [
@@ -133,7 +134,7 @@ def local_path(source: str) -> Path:
 
 
 @task
-def list_local(source: str, data_dir: str) -> list[dict]:
+def list_local(source: str, data_dir: str) -> list[PageRef]:
     """Page refs for a local folder, file, Medium export (folder or .zip) or feed file."""
     path = local_path(source)
     if not path.exists():
