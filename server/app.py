@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import html
 import logging
 import os
 import re
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import BackgroundTasks, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backends.local import LocalBackend
@@ -50,6 +49,7 @@ from server.jobs import JobRequest, Worker, job_not_found, resolve_hyperparamete
 from server.middleware import BearerAuth, BodyLimit
 from server.models import Models
 from server.store import Store, UnknownCursor
+from server.ui import add_playground_routes
 
 if TYPE_CHECKING:
     from config.settings import FinetuneSettings, Settings
@@ -60,24 +60,6 @@ log = logging.getLogger(__name__)
 ORGANIZATION_ID = "org-personal"
 FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 SUFFIX = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # no ":" (it separates a model id's parts)
-PLAYGROUND = Path(__file__).with_name("playground")  # the page at / and its files
-PLAYGROUND_FILES = {
-    "playground.css": "text/css",
-    "markdown.js": "text/javascript",
-    "diff.js": "text/javascript",
-    "playground.js": "text/javascript",
-}
-SYSTEM_MESSAGE_META = '<meta name="pgpt-system-message" content="">'
-# the page loads nothing but this server's own files, and runs no inline script
-PLAYGROUND_HEADERS = {
-    "content-security-policy": (
-        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
-        "form-action 'none'; frame-ancestors 'none'"
-    ),
-    "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
-    "cache-control": "no-cache",
-}
 
 
 # --- the app --------------------------------------------------------------------------------
@@ -164,7 +146,7 @@ def create_app(settings: Settings, api_key: str | None = None) -> FastAPI:
     _add_chat_routes(app, state)
     _add_file_routes(app, state)
     _add_job_routes(app, state, settings.finetune)
-    _add_playground_routes(app, settings.export.system_message)
+    add_playground_routes(app, settings.export.system_message)
     return app
 
 
@@ -501,29 +483,6 @@ def _new_job(
         "user_provided_suffix": body.suffix,
     }
     return job, {"model_id": model_id, "settings": settings}
-
-
-def _add_playground_routes(app: FastAPI, system_message: str) -> None:
-    """``/``: the playground page (public: its API calls carry the key), and its files."""
-    page = (PLAYGROUND / "index.html").read_text(encoding="utf-8")
-    if SYSTEM_MESSAGE_META not in page:
-        raise RuntimeError(f"{PLAYGROUND / 'index.html'} lost its {SYSTEM_MESSAGE_META}")
-    page = page.replace(  # the system message the product trains and formats with
-        SYSTEM_MESSAGE_META,
-        SYSTEM_MESSAGE_META.replace('content=""', f'content="{html.escape(system_message)}"'),
-    )
-
-    @app.get("/", include_in_schema=False)
-    def playground() -> HTMLResponse:
-        return HTMLResponse(page, headers=PLAYGROUND_HEADERS)
-
-    @app.get("/playground/{name}", include_in_schema=False)
-    def playground_file(name: str) -> FileResponse:
-        if name not in PLAYGROUND_FILES:
-            raise StarletteHTTPException(404)
-        return FileResponse(
-            PLAYGROUND / name, media_type=PLAYGROUND_FILES[name], headers=PLAYGROUND_HEADERS
-        )
 
 
 # --- running it -----------------------------------------------------------------------------

@@ -23,7 +23,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from config.settings import load_settings
-from server.app import PLAYGROUND, create_app, serve_in_thread
+from server.app import create_app, serve_in_thread
+from server.ui import PLAYGROUND
 
 from conftest import screenshot, wait_in_page
 from tinymodel import chat
