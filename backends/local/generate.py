@@ -71,10 +71,11 @@ def max_new_tokens_for(
 
 
 def load_for_inference(
-    base_dir: Path, adapter_dir: Path | None, threads: int = 0
+    base_dir: Path, adapter_dir: Path | None, threads: int = 0, device: str = "cpu"
 ) -> tuple[Any, Any]:
-    """``(model, tokenizer)``: the base with the LoRA adapter merged in (faster), or the base."""
-    model, tokenizer = load_model(base_dir, threads=threads)
+    """``(model, tokenizer)`` on ``device``: the base with the LoRA adapter merged in (faster),
+    or the base."""
+    model, tokenizer = load_model(base_dir, threads=threads, device=device)
     if adapter_dir is None:
         return model, tokenizer
     adapter = Path(adapter_dir)
@@ -124,7 +125,9 @@ def _stopping_criteria(should_stop: Callable[[], bool] | None) -> Any:
     class _Callback(StoppingCriteria):
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
             done = bool(should_stop()) if should_stop is not None else False
-            return torch.full((input_ids.shape[0],), done, dtype=torch.bool)
+            return torch.full(
+                (input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device
+            )
 
     return StoppingCriteriaList([_Callback()] if should_stop is not None else [])
 
@@ -242,8 +245,8 @@ def _decode_one_by_one(model: Any, batch: Batch, rows: Rows) -> list[tuple[list[
         if batch.seed is not None:
             torch.manual_seed(batch.seed)
         out = model.generate(
-            input_ids=padded["input_ids"],
-            attention_mask=padded["attention_mask"],
+            input_ids=padded["input_ids"].to(model.device),
+            attention_mask=padded["attention_mask"].to(model.device),
             num_beams=1,
             use_cache=True,
             max_new_tokens=max(budgets),

@@ -149,11 +149,15 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-def load_model(path: str | Path, *, threads: int = 0) -> tuple[Any, Any]:
-    """Load an HF folder as ``(model, tokenizer)``: fp32, eval mode, left padding, a pad token."""
+def load_model(path: str | Path, *, threads: int = 0, device: str = "cpu") -> tuple[Any, Any]:
+    """Load an HF folder as ``(model, tokenizer)`` on ``device`` (a torch device name: fp32 on
+    the CPU, ``backends.local.device.pick_dtype`` elsewhere), eval mode, left padding, a pad
+    token."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
+
+    from backends.local.device import pick_dtype
 
     hf_logging.disable_progress_bar()  # a 0.4 s load needs no bar; stdout/stderr stay clean
     torch.set_num_threads(threads or default_threads())
@@ -162,7 +166,9 @@ def load_model(path: str | Path, *, threads: int = 0) -> tuple[Any, Any]:
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
+    dtype = getattr(torch, pick_dtype(device))
+    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=dtype)
+    model.to(device)
     model.eval()
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id

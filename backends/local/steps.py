@@ -26,10 +26,11 @@ def build_model(base_dir: str | Path, settings: FinetuneSettings) -> tuple[Any, 
     import torch
     from peft import LoraConfig, get_peft_model
 
+    from backends.local.device import pick_device
     from backends.local.model import load_model
 
     threads = thread_count(settings.threads)
-    model, tokenizer = load_model(base_dir, threads=threads)
+    model, tokenizer = load_model(base_dir, threads=threads, device=pick_device(settings.device))
     torch.set_num_threads(threads)
     seed_everything(settings.seed)
     config = LoraConfig(
@@ -216,6 +217,7 @@ def target_loss(model: Any, batch: dict[str, Any]) -> tuple[Any, int]:
     import torch.nn.functional as F
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    batch = {name: tensor.to(base.device) for name, tensor in batch.items()}  # CPU: itself
     hidden = base.get_decoder()(
         input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
     ).last_hidden_state

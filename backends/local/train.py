@@ -88,6 +88,7 @@ from core.sample import spread
 
 RESUME_INDEPENDENT = (
     "threads",
+    "device",
     "checkpoint_every",
     "micro_batch_tokens",
     "mmap_threshold_kb",
@@ -95,8 +96,8 @@ RESUME_INDEPENDENT = (
     "max_valid_examples",
     "check_valid_examples",
 )  # a resumed run may change these: speed, checkpoint spacing, how a step's batch is cut and
-# memory is handed back (the same examples and loss); openai configures another backend; how
-# much of the valid split is scored (a report, not training)
+# memory is handed back (the same examples and loss), and the device it runs on; openai configures
+# another backend; how much of the valid split is scored (a report, not training)
 
 
 ADDED_LATER = {"decision_weight": 1.0, "scaffold": "none"}  # settings hashed only away from
@@ -288,8 +289,14 @@ def resume(run: Run) -> None:
             "n_valid": len(run.valid_set),
             "truncated": run.truncated,
             "dropped": run.dropped,
+            **placement(run.model),
         }
     )
+
+
+def placement(model: Any) -> dict[str, str]:
+    """Where ``model`` runs and in which dtype: ``{"device": "cpu", "dtype": "float32"}``."""
+    return {"device": str(model.device), "dtype": str(model.dtype).removeprefix("torch.")}
 
 
 def run_epoch(run: Run) -> None:
@@ -408,6 +415,7 @@ def finish(run: Run) -> dict[str, Any]:
         "final_train_loss": final_train,
         "final_valid_loss": state["valid_loss"],
         "decoding": decoding,
+        **placement(run.model),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     RunFolder(run_dir).write_model(record)
