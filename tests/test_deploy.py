@@ -55,7 +55,8 @@ def test_the_deployments_of_prefect_yaml(prefect_service):
     assert by_name["ingest"]["concurrency_options"]["collision_strategy"] == "CANCEL_NEW"
     # typed parameters: the UI's form (defaults, an enum for the backend, a list of sources)
     form = by_name["retrain"]["parameter_openapi_schema"]["properties"]
-    assert list(form) == ["sources", "profile", "data_dir", "backend"]
+    assert list(form) == ["sources", "profile", "data_dir", "backend", "export_to"]
+    assert form["export_to"]["default"] is None and "GGUF" in form["export_to"]["description"]
     assert form["profile"]["default"] == "default"
     assert form["sources"]["anyOf"][0] == {"items": {"type": "string"}, "type": "array"}
     assert form["backend"]["anyOf"][0] == {"enum": ["local", "openai"], "type": "string"}
