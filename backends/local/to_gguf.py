@@ -87,12 +87,15 @@ def add_architecture(writer: Any, config: Any, name: str, quant: Quant) -> None:
 
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    writer.add_type("model")
     writer.add_name(name)
     writer.add_context_length(config.max_position_embeddings)
     writer.add_embedding_length(config.hidden_size)
     writer.add_block_count(config.num_hidden_layers)
     writer.add_feed_forward_length(config.intermediate_size)
     writer.add_rope_dimension_count(head_dim)
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
     writer.add_head_count(heads)
     writer.add_head_count_kv(config.num_key_value_heads)
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
@@ -123,6 +126,7 @@ def add_tokenizer(writer: Any, tokenizer: Any, tokenizer_dir: Path, pre: str) ->
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_add_space_prefix(False)
+    writer.add_add_bos_token(bool(getattr(tokenizer, "add_bos_token", False)))
     vocab = gguf.SpecialVocab(tokenizer_dir, load_merges=True, n_vocab=len(tokens))
     vocab.add_to_gguf(writer, quiet=True)
 
