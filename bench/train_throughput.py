@@ -1,5 +1,8 @@
 """Training throughput on the CPU: this project's LoRA trainer against TRL's ``SFTTrainer``.
 
+(Over 600 lines on purpose: a benchmark is read and run alone, and both trainers' set-ups and
+their measurement sit side by side here so that one can check they are treated alike.)
+
 Run from the project root (a benchmark, not a test; figures need a quiet machine)::
 
     .venv/bin/python bench/train_throughput.py                 # both trainers, 64 examples
