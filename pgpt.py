@@ -380,11 +380,14 @@ def format_text(
     backend = get_backend(settings.finetune, settings.data_dir)
     with Progress(console=Console(stderr=True), transient=True) as progress:
         bar = progress.add_task(f"formatting with {model_id}", total=len(chunks))
-        replies = backend.complete(
-            model_id,
-            [[system, {"role": "user", "content": c}] for c in chunks],
-            progress=lambda done, total: progress.update(bar, completed=done),
-            faithful=faithful,
+        replies = _ready(  # a model whose base folder is gone is one line too
+            "format",
+            lambda: backend.complete(
+                model_id,
+                [[system, {"role": "user", "content": c}] for c in chunks],
+                progress=lambda done, total: progress.update(bar, completed=done),
+                faithful=faithful,
+            ),
         )
     if faithful:
         replies = [repair(reply, chunk) for reply, chunk in zip(replies, chunks, strict=True)]

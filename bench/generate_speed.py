@@ -148,7 +148,7 @@ def main() -> int:
     if not args.no_format:
         target = min(plains, key=lambda p: abs(len(tokenizer(p)["input_ids"]) - 400))
         n = len(tokenizer(target)["input_ids"])
-        seconds = format_seconds(Path(args.data_dir), model_id, target)
+        seconds = format_seconds(Path(args.data_dir).resolve(), model_id, target)
         print(f"pgpt format ({n} tokens): {seconds:.1f} s")
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
     return 0 if same else 1

@@ -75,6 +75,9 @@ its weights stay on OpenAI's servers; export a local model (pgpt serve lists the
             f"model {chosen!r} in {run.path} is unfinished or damaged (its model.json, job.json "
             "or adapter/ is missing or unreadable): run `pgpt finetune` again"
         )
+    from backends.local.model import job_base_dir
+
+    job_base_dir(run.read_job(), data_dir)  # its base model is there (SmolLM2: converted)
     return chosen
 
 

@@ -11,6 +11,7 @@ import csv
 import doctest
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -208,6 +209,38 @@ def test_read_chats(tmp_path: Path) -> None:
 
 
 # --- batches --------------------------------------------------------------------------------
+
+
+def test_a_job_names_its_base_so_any_directory_can_load_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_base: Path, dataset: tuple[Path, Path]
+) -> None:
+    """A model trained from one directory (relative paths) loads from another."""
+    from backends.local import LocalBackend
+    from backends.local.model import job_base_dir
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny_base, tmp_path / "base")
+    backend = LocalBackend("data", fast_settings(base_model="base"))
+    job = backend.run_folder(backend.start_finetune(str(dataset[0]), str(dataset[1]))).read_job()
+    assert job.base_dir == str(tmp_path / "base")
+    monkeypatch.chdir(tmp_path / "data")
+    assert job_base_dir(job, tmp_path / "data") == tmp_path / "base"
+
+
+def test_a_smollm2_job_loads_the_data_dirs_own_conversion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Older jobs named SmolLM2's folder relative to where they ran: the data dir's is used."""
+    from backends.local.model import MARKER, SMOLLM2, job_base_dir
+    from core.runs import JobSpec, base_model_folder
+
+    converted = base_model_folder(tmp_path / "data", SMOLLM2)
+    converted.mkdir(parents=True)
+    for name in ("config.json", MARKER):  # what a finished conversion leaves
+        (converted / name).write_text("{}")
+    job = JobSpec(train="t.jsonl", base_dir=f"data/models/base/{SMOLLM2}", settings={})
+    monkeypatch.chdir(tmp_path / "data")  # where that relative path is not
+    assert job_base_dir(job, tmp_path / "data") == converted
 
 
 def test_length_grouped_batches_cover_each_index_once_and_are_deterministic() -> None:

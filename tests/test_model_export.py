@@ -174,20 +174,34 @@ def test_scaffold_only_prints_what_the_model_reads(exported) -> None:
         ("nope-1", "no model 'nope-1' in "),
         ("ft:gpt-4o-mini-2024-07-18:acme::x1", "is an OpenAI fine-tune"),
         ("damaged", "is unfinished or damaged"),
+        ("moved-base", "its base model folder {tmp}/gone is not there; put it back"),
     ],
 )
 def test_a_model_that_cannot_be_exported_is_one_line(exported, tmp_path, model, said) -> None:
     data, profile, result = exported
+    source = RunFolder.of(data, result["finetune"]["model_id"]).path
     if model == "damaged":  # a copy of the fine-tune without its adapter's config
-        source = RunFolder.of(data, result["finetune"]["model_id"]).path
         shutil.copytree(source, data / "models" / model)
         (data / "models" / model / "adapter" / "adapter_config.json").unlink()
+    if model == "moved-base":  # a copy whose base model folder is gone
+        shutil.copytree(source, data / "models" / model)
+        job = json.loads((data / "models" / model / "job.json").read_text())
+        job["base_dir"] = job["settings"]["base_model"] = str(tmp_path / "gone")
+        (data / "models" / model / "job.json").write_text(json.dumps(job))
+    said = said.format(tmp=tmp_path)
     args = ["--data-dir", str(data), "export-model", model, "--to", str(tmp_path / "out")]
     cli = CliRunner().invoke(app, [*args, "--profile", profile])
     assert cli.exit_code == 1
     lines = cli.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("pgpt export-model: ") and said in lines[0]
     assert not (tmp_path / "out").exists()
+    if model == "moved-base":  # formatting with it says the same
+        (tmp_path / "in.txt").write_text("Some text")
+        args = ["--data-dir", str(data), "format", str(tmp_path / "in.txt"), "--model", model]
+        cli = CliRunner().invoke(app, [*args, "--profile", profile])
+        lines = cli.stderr.strip().splitlines()
+        assert cli.exit_code == 1 and len(lines) == 1 and lines[0].startswith("pgpt format: ")
+        assert said in lines[0]
 
 
 @pytest.mark.parametrize(

@@ -68,7 +68,7 @@ class LocalBackend:
             id=job_id,
             train=str(Path(train).resolve()),
             valid=str(Path(valid).resolve()) if valid else None,
-            base_dir=str(base_dir),
+            base_dir=str(Path(base_dir).resolve()),
             settings=self.settings.model_dump(mode="json"),  # job.json: JSON on disk
         )
         self.run_folder(job_id).write_job(spec)
@@ -128,9 +128,10 @@ class LocalBackend:
         """A fine-tuned model id, or a base model name / folder as itself."""
         from backends.local.device import pick_device
         from backends.local.generate import load_for_inference
-        from backends.local.model import base_model_dir
+        from backends.local.model import base_model_dir, job_base_dir
 
         threads, device = self.settings.threads, pick_device(self.settings.device)
         if re.fullmatch(LOCAL_ID, model_id) and (run := self.run_folder(model_id)).is_done():
-            return load_for_inference(Path(run.read_job().base_dir), run.adapter, threads, device)
+            base = job_base_dir(run.read_job(), self.data_dir)
+            return load_for_inference(base, run.adapter, threads, device)
         return load_for_inference(base_model_dir(model_id, self.data_dir), None, threads, device)

@@ -39,7 +39,7 @@ from typing_extensions import TypedDict
 
 from backends.local.calibrate import DECODING_JSON
 from backends.local.decode import DRAFT_TOKENS
-from backends.local.model import load_model
+from backends.local.model import load_model, quiet_peft
 from backends.local.scaffold import Reader, Scaffold, load_scaffold, scaffolded
 from core.chat_data import Message
 
@@ -85,8 +85,9 @@ def load_for_inference(
         )
     from peft import PeftModel
 
-    peft_model = PeftModel.from_pretrained(model, adapter, is_trainable=False)
-    merged = peft_model.merge_and_unload()
+    with quiet_peft():
+        peft_model = PeftModel.from_pretrained(model, adapter, is_trainable=False)
+        merged = peft_model.merge_and_unload()
     merged.eval()
     decoding = adapter / DECODING_JSON
     if decoding.is_file():  # what it reads, and its markup bias (backends.local.calibrate)

