@@ -83,7 +83,7 @@ MUTANTS ?= \
 	"tasks.store.x_write_rows__mutmut_*" \
 	"tasks.store.x_write_table__mutmut_*" \
 	"tasks.store.x_stage_examples__mutmut_*" \
-	"tasks.examples.x_pack__mutmut_*" \
+	"core.chunks.x_pack__mutmut_*" \
 	"core.io.*" \
 	"core.faithful.x_fill__mutmut_*" \
 	"core.faithful.x_akin__mutmut_*" \

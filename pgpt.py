@@ -321,9 +321,9 @@ def evaluate(
     profile: Profile = "default",
 ) -> None:
     """Score a model on the test split against identity, the base model and the champion."""
+    from core.runs import model_to_use
     from flows.evaluate import evaluate as evaluate_flow
     from tasks.export import exported_split
-    from tasks.finetune import model_to_use
 
     _ready(
         "evaluate", lambda: (model_to_use(_data_dir(), model), exported_split(_data_dir(), "test"))
@@ -357,9 +357,9 @@ def format_text(
 
     from backends import get_backend
     from config.settings import load_settings
+    from core.chunks import chunk_plain
     from core.faithful import repair
-    from tasks.examples import chunk_plain
-    from tasks.finetune import model_to_use
+    from core.runs import model_to_use
 
     settings = load_settings(profile, _data_dir())
     model_id = _ready("format", lambda: model_to_use(settings.data_dir, model))

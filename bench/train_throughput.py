@@ -23,15 +23,22 @@ and the seed, so the bench recomputes them with ``load_split`` and ``epoch_steps
 checks the total against ``model.json``'s ``tokens_seen``).
 
 TRL: ``SFTTrainer`` as a competent user would set it up for this CPU: fp32, no gradient
-checkpointing, the same ``LoraConfig``, batch 4, lr 5e-4, default padding (no packing,
-no padding-free), ``max_length`` 1536, no eval, no saving, no reporting, ``use_cpu``. Loss on
+checkpointing, the same ``LoraConfig``, batch 4, lr 5e-4, no packing, ``max_length`` 1536,
+no eval, no saving, no reporting, ``use_cpu``. Loss on
 the assistant's tokens only: ``assistant_only_loss`` first (TRL needs a chat template with
 ``{% generation %}`` markers or one it can patch); if ``SFTTrainer`` refuses it, the same
 chats as a conversational prompt-completion dataset with ``completion_only_loss``; if that
-fails too, plain loss over the whole sequence. The table says which one ran. With
-``--trl-sampler same`` (default) TRL gets the dataset in the order of our trainer's batches
-and a sequential sampler, so both train on exactly the same batches (same padding);
-``random`` and ``group_by_length`` show TRL with its own samplers instead.
+fails too, plain loss over the whole sequence. The table says which one ran. ``--trl`` lists
+TRL's configurations, each run and printed (default: the first three):
+
+- ``same``: the dataset in the order of our trainer's batches and a sequential sampler, so
+  both train on exactly the same batches (same padding);
+- ``group_by_length``: TRL's own length-grouped sampler (``train_sampling_strategy``);
+- ``padding_free``: our batches, each flattened into one row without padding
+  (``padding_free=True``; attention stays within each sequence through its position ids);
+- ``random``: TRL's default random sampler.
+
+``ratio`` is ours over TRL's best configuration; ``ratio_<config>`` over each.
 
 Measured: non-padding tokens per second (the sum of each batch's attention mask, the tokens
 the batches actually hold) over ``--steps`` optimizer steps after ``--warmup`` steps; the time
@@ -290,24 +297,28 @@ def run_ours(
     import torch
 
     from backends.local.train import train
+    from config.settings import FinetuneSettings
 
     total = args.warmup + args.steps
     per_epoch = math.ceil(args.examples / args.batch_size)
-    settings = {
-        "epochs": math.ceil(total / per_epoch),
-        "max_steps": total,
-        "batch_size": args.batch_size,
-        "grad_accum": 1,
-        "learning_rate": LEARNING_RATE,
-        "max_seq_tokens": MAX_TOKENS,
-        "lora_r": LORA_R,
-        "lora_alpha": LORA_ALPHA,
-        "lora_dropout": LORA_DROPOUT,
-        "lora_target_modules": LORA_TARGETS,
-        "checkpoint_every": 0,
-        "seed": SEED,
-        "threads": os.cpu_count() or 1,
-    }
+    settings = FinetuneSettings(
+        epochs=math.ceil(total / per_epoch),
+        max_steps=total,
+        batch_size=args.batch_size,
+        grad_accum=1,
+        learning_rate=LEARNING_RATE,
+        max_seq_tokens=MAX_TOKENS,
+        lora_r=LORA_R,
+        lora_alpha=LORA_ALPHA,
+        lora_dropout=LORA_DROPOUT,
+        lora_target_modules=LORA_TARGETS,
+        scaffold="none",  # the chats as TRL reads them (no author's rules in the prompt)
+        checkpoint_every=total + 1,  # none within the run
+        seed=SEED,
+        threads=os.cpu_count() or 1,
+        mmap_threshold_kb=0,  # glibc's own: the pinned threshold saves memory, costs page faults,
+        # and would stay set for TRL too (one process)
+    )
     ends: list[float] = []
 
     def on_event(event: dict[str, Any]) -> None:
@@ -364,8 +375,41 @@ def first_sentence(text: str, limit: int = 240) -> str:
     return (line if end < 0 else line[: end + 1])[:limit]
 
 
+SAMPLERS = {  # each TRL configuration's sampler (same and padding_free: our batches, in order)
+    "same": "sequential",
+    "group_by_length": "group_by_length",
+    "padding_free": "sequential",
+    "random": "random",
+}
+OUR_BATCHES = ("same", "padding_free")
+
+
+def row_counts(inputs: dict[str, Any]) -> tuple[list[int], list[int]]:
+    """A TRL batch's sequences: (tokens, labelled targets) of each, padded or padding-free.
+
+    Padded rows are counted by their attention mask; a padding-free row holds several
+    sequences, each starting where its position id is 0.
+    """
+    import torch
+
+    targets = inputs["labels"] != IGNORE
+    if "attention_mask" in inputs:
+        return inputs["attention_mask"].sum(dim=1).tolist(), targets[:, 1:].sum(dim=1).tolist()
+    starts = (inputs["position_ids"][0] == 0).nonzero().flatten().tolist()
+    ends = [*starts[1:], int(inputs["position_ids"].shape[1])]
+    row = targets[0]
+    return [e - s for s, e in zip(starts, ends, strict=True)], [
+        int(torch.count_nonzero(row[s + 1 : e])) for s, e in zip(starts, ends, strict=True)
+    ]
+
+
 def make_trl_trainer(
-    args: argparse.Namespace, work: Path, base_dir: Path, chats: list[dict], total: int
+    args: argparse.Namespace,
+    config: str,
+    work: Path,
+    base_dir: Path,
+    chats: list[dict],
+    total: int,
 ) -> tuple[Any, str, list[str]]:
     """A counting ``SFTTrainer`` with the first loss mode TRL accepts; (trainer, mode, refusals)."""
     import torch
@@ -380,20 +424,17 @@ def make_trl_trainer(
         batches: list[tuple[list[int], list[int]]]
 
         def training_step(self, model: Any, inputs: dict[str, Any], *rest: Any, **kw: Any) -> Any:
-            mask = inputs["attention_mask"]
-            labels = inputs["labels"][:, 1:] != IGNORE
-            self.batches.append((mask.sum(dim=1).tolist(), labels.sum(dim=1).tolist()))
+            self.batches.append(row_counts(inputs))
             return super().training_step(model, inputs, *rest, **kw)
 
     per_epoch = math.ceil(len(chats) / args.batch_size)
-    sampler = {"same": "sequential", "random": "random", "group_by_length": "group_by_length"}
     refusals: list[str] = []
     for label, rows, options in LOSS_MODES:
         tokenizer = AutoTokenizer.from_pretrained(base_dir, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(
             base_dir, local_files_only=True, dtype=torch.float32
         )
-        config = SFTConfig(
+        sft = SFTConfig(
             output_dir=str(work / "trl"),
             per_device_train_batch_size=args.batch_size,
             gradient_accumulation_steps=1,
@@ -404,9 +445,11 @@ def make_trl_trainer(
             bf16=False,
             fp16=False,
             gradient_checkpointing=False,
-            max_length=MAX_TOKENS,
+            max_length=None if config == "padding_free" else MAX_TOKENS,  # TRL: not enforced
+            # padding-free without packing; no chunk here comes near MAX_TOKENS
             packing=False,
-            train_sampling_strategy=sampler[args.trl_sampler],
+            train_sampling_strategy=SAMPLERS[config],
+            padding_free=config == "padding_free",
             report_to="none",
             eval_strategy="no",
             save_strategy="no",
@@ -427,7 +470,7 @@ def make_trl_trainer(
         try:
             trainer = CountingSFTTrainer(
                 model=model,
-                args=config,
+                args=sft,
                 train_dataset=Dataset.from_list(trl_rows(chats, rows)),
                 processing_class=tokenizer,
                 peft_config=peft_config,
@@ -446,6 +489,7 @@ def make_trl_trainer(
 
 def run_trl(
     args: argparse.Namespace,
+    config: str,
     work: Path,
     base_dir: Path,
     chats: list[dict],
@@ -457,9 +501,9 @@ def run_trl(
     from transformers import PrinterCallback, TrainerCallback
 
     total = args.warmup + args.steps
-    if args.trl_sampler == "same":  # one row per batch slot, in our trainer's batch order
+    if config in OUR_BATCHES:  # one row per batch slot, in our trainer's batch order
         chats = [chats[i] for step in plan for i in step.indices]
-    trainer, mode, refusals = make_trl_trainer(args, work, base_dir, chats, total)
+    trainer, mode, refusals = make_trl_trainer(args, config, work, base_dir, chats, total)
     ends: list[float] = []
 
     class Clock(TrainerCallback):
@@ -470,19 +514,20 @@ def run_trl(
         def on_step_end(self, _args: Any, state: Any, *_: Any, **__: Any) -> None:
             ends.append(time.perf_counter())
             tokens = sum(trainer.batches[-1][0])
-            progress("trl", state.global_step, total, args.warmup, tokens, ends[-1] - ends[-2])
+            seconds = ends[-1] - ends[-2]
+            progress(f"trl {config}", state.global_step, total, args.warmup, tokens, seconds)
 
     trainer.add_callback(Clock())
     trainer.remove_callback(PrinterCallback)  # its end-of-run metrics dict; the bench reports
     trainer.train()
-    result = Result("trl", torch.get_num_threads())
+    result = Result(f"trl {config}", torch.get_num_threads())
     result.note = f"loss: {mode}" + "".join(f"\n    refused: {r}" for r in refusals)
     for step in range(args.warmup, total):
         lengths, targets = trainer.batches[step]
         result.step_seconds.append(ends[step + 1] - ends[step])
         result.step_tokens.append(sum(lengths))
         result.step_flops.append(flops.step_flops(lengths, targets))
-    if args.trl_sampler == "same":
+    if config in OUR_BATCHES:
         ours = sum(plan[s].tokens for s in range(args.warmup, total))
         if abs(result.tokens - ours) > 0.02 * ours:
             result.note += f"\n    warning: TRL tokenized to {result.tokens} tokens, ours {ours}"
@@ -509,19 +554,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, default=PROJECT / "data", help="DATA dir")
     parser.add_argument("--only", choices=("ours", "trl", "both"), default="both")
     parser.add_argument(
-        "--trl-sampler",
-        choices=("same", "random", "group_by_length"),
-        default="same",
-        help="TRL's batches: ours exactly (default), or TRL's own sampler",
+        "--trl",
+        default="same,group_by_length,padding_free",
+        help=f"TRL configurations to run, comma-separated, of {', '.join(SAMPLERS)}",
     )
     parser.add_argument("--matmul-size", type=int, default=2048, help="square matmul side")
     args = parser.parse_args(argv)
+    args.trl = [c for c in args.trl.split(",") if c]
+    if not args.trl or set(args.trl) - set(SAMPLERS):
+        parser.error(f"--trl: a comma-separated list of {', '.join(SAMPLERS)}")
     if min(args.examples, args.steps, args.batch_size, args.chunk_tokens) < 1 or args.warmup < 0:
         parser.error("--examples, --steps, --batch-size and --chunk-tokens must be >= 1")
-    if args.only != "ours" and args.trl_sampler == "same" and args.examples % args.batch_size:
+    ours = set(OUR_BATCHES) & set(args.trl)
+    if args.only != "ours" and ours and args.examples % args.batch_size:
         parser.error(
             "--examples must be a multiple of --batch-size for TRL to get our batches "
-            "(or pass --trl-sampler random)"
+            "(or pass --trl random,group_by_length)"
         )
     return args
 
@@ -595,8 +643,9 @@ def main(argv: list[str] | None = None) -> int:
             measured = plan[args.warmup : total]
             results["ours"].step_flops = [flops.step_flops(s.lengths, s.targets) for s in measured]
             gc.collect()
-        if args.only in ("trl", "both"):
-            results["trl"] = run_trl(args, work, base_dir, chats, plan, flops)
+        for config in args.trl if args.only in ("trl", "both") else []:
+            results[f"trl {config}"] = run_trl(args, config, work, base_dir, chats, plan, flops)
+            gc.collect()
     report(args, results, flops, peak, command, busy)
     return 0
 
@@ -618,7 +667,7 @@ def report(
         f"{os.cpu_count()} cores"
     )
     header = (
-        f"{'trainer':<8} {'threads':>7} {'tokens':>8} {'seconds':>8} {'tok/s':>8} "
+        f"{'trainer':<19} {'threads':>7} {'tokens':>8} {'seconds':>8} {'tok/s':>8} "
         f"{'GFLOP/tok':>9} {'GFLOP/s':>8} {'peak':>6}"
     )
     print(header)
@@ -626,16 +675,21 @@ def report(
     for r in results.values():
         per_token = sum(r.step_flops) / r.tokens / 1e9
         print(
-            f"{r.name:<8} {r.threads:>7} {r.tokens:>8} {r.seconds:>8.2f} {r.tokens_per_s:>8.1f} "
+            f"{r.name:<19} {r.threads:>7} {r.tokens:>8} {r.seconds:>8.2f} {r.tokens_per_s:>8.1f} "
             f"{per_token:>9.3f} {r.flops_per_s / 1e9:>8.2f} {100 * r.flops_per_s / peak:>5.1f}%"
         )
-    print(f"{'matmul':<8} {'':>7} {'':>8} {'':>8} {'':>8} {'':>9} {peak / 1e9:>8.2f} {'100.0%':>6}")
+    blank = f"{'':>7} {'':>8} {'':>8} {'':>8} {'':>9}"
+    print(f"{'matmul':<19} {blank} {peak / 1e9:>8.2f} {'100.0%':>6}")
     for r in results.values():
         if r.note:
             print(f"  {r.name}: {r.note}")
-    ours, trl = results.get("ours"), results.get("trl")
-    ratio = f"{ours.tokens_per_s / trl.tokens_per_s:.2f}" if ours and trl else "n/a"
-    print(f"ratio: {ratio}")
+    ours = results.get("ours")
+    trls = {name.removeprefix("trl "): r for name, r in results.items() if name != "ours"}
+    for config, trl in trls.items() if ours else ():
+        print(f"ratio_{config}: {ours.tokens_per_s / trl.tokens_per_s:.2f}")
+    best = max(trls.values(), key=lambda r: r.tokens_per_s) if trls else None
+    ratio = f"{ours.tokens_per_s / best.tokens_per_s:.2f}" if ours and best else "n/a"
+    print(f"ratio: {ratio}" + (f" (over TRL's best: {best.name})" if ours and best else ""))
     print(f"peak_share: {100 * ours.flops_per_s / peak:.0f} %" if ours else "peak_share: n/a")
     if busy:
         print(busy)

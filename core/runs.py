@@ -35,6 +35,7 @@ from typing import Any
 
 from typing_extensions import TypedDict
 
+from core.errors import MissingInput
 from core.io import write_atomic
 
 MODELS = "models"
@@ -196,6 +197,17 @@ def current_model(data_dir: str | Path) -> str | None:
     """The model id ``pgpt format`` uses by default (None before any model was made current)."""
     path = models_dir(data_dir) / CURRENT_JSON
     return json.loads(path.read_text())["model_id"] if path.exists() else None
+
+
+def model_to_use(data_dir: str | Path, model_id: str | None) -> str:
+    """``model_id``, else the current model; :class:`MissingInput` when there is neither."""
+    chosen = model_id or current_model(data_dir)
+    if chosen is None:
+        where = models_dir(data_dir) / CURRENT_JSON
+        raise MissingInput(
+            f"no fine-tuned model yet ({where}): run `pgpt finetune` or pass --model"
+        )
+    return chosen
 
 
 def set_current_model(data_dir: str | Path, model_id: str) -> None:

@@ -27,7 +27,7 @@ from prefect import flow, get_run_logger
 from backends.openai import is_openai
 from config.settings import Settings, load_settings
 from core.chat_data import EvalExample, chat_examples
-from core.runs import RunFolder, current_model, file_sha256, set_current_model
+from core.runs import RunFolder, current_model, file_sha256, model_to_use, set_current_model
 from flows.runner import Backend, fan_out, flow_settings, in_data_dir, one_machine
 from tasks.evaluate import (
     Answers,
@@ -43,7 +43,6 @@ from tasks.evaluate import (
     score_answers,
 )
 from tasks.evaluate.metrics import Summary, paired_comparisons, with_gap_closed
-from tasks.finetune import model_to_use
 from tasks.report import EvaluationReport, publish_evaluation, write_report
 from tasks.store import RunRow, read_examples, record_run
 

@@ -26,8 +26,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 from backends import get_backend
 from backends.base import Event, Job
 from config.settings import FinetuneSettings, Price
-from core.errors import MissingInput
-from core.runs import CURRENT_JSON, MetricsRow, RunFolder, current_model, models_dir
+from core.runs import MetricsRow, RunFolder
 
 _listeners: list[Callable[[Event], None]] = []  # in-process watchers of training events (the CLI)
 
@@ -56,17 +55,6 @@ def progress_line(event: Event) -> str:
         minutes, seconds = divmod(int(event["eta_s"]), 60)
         line += f"  ETA {minutes}m{seconds:02d}s"
     return line
-
-
-def model_to_use(data_dir: str | Path, model_id: str | None) -> str:
-    """``model_id``, else the current model; :class:`MissingInput` when there is neither."""
-    chosen = model_id or current_model(data_dir)
-    if chosen is None:
-        where = models_dir(data_dir) / CURRENT_JSON
-        raise MissingInput(
-            f"no fine-tuned model yet ({where}): run `pgpt finetune` or pass --model"
-        )
-    return chosen
 
 
 # ``prices`` is export.prices, a dict, not ExportSettings: the cache key (INPUTS) then follows

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from prefect.cache_policies import INPUTS
 
+import core.chunks
 import core.inline
 import core.markdown
 import tasks.clean
@@ -38,6 +39,7 @@ def test_examples_follow_the_plain_text_and_the_chunking_code() -> None:
     policies = tasks.examples.build_examples.cache_policy.policies
     (source,) = [p for p in policies if isinstance(p, SourceOf)]
     assert markdown_to_plain in source.functions and tasks.examples in source.functions
+    assert core.chunks in source.functions
 
 
 def test_cleaned_pages_follow_every_step_of_the_cleaner() -> None:

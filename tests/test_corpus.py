@@ -15,11 +15,11 @@ import pytest
 from bs4 import BeautifulSoup, Tag
 
 from config.settings import CleanSettings
+from core.chunks import _PARSER, chunk_markdown, split_blocks
 from core.markdown import markdown_to_plain
 from core.tokens import count_tokens
 from tasks.clean import clean_record, extract_body
 from tasks.clean.html import BLOCKS
-from tasks.examples import _PARSER, chunk_markdown, split_blocks
 
 try:
     from tests.test_clean import CONTAINER_PREFIX, assert_lines_correspond

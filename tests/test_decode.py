@@ -65,12 +65,37 @@ def test_copying_takes_fewer_passes_under_the_constraint(tiny) -> None:
     model, tokenizer = tiny
     seen = passes(model)
     details: list[dict] = []
-    generate(model, tokenizer, [chat(TEXTS[3])], faithful=True, details=details)
+    generate(model, tokenizer, [chat(TEXTS[3])], faithful=True, details=details,
+             copy_ahead_rows=1)  # fmt: skip
     tokens = details[0]["completion_tokens"]
     assert details[0]["finish_reason"] == "stop"
     # the random model adds junk markup between copied words and at line starts; the copies
     # are drafted
     assert len(seen) < 0.8 * tokens
+
+
+def test_a_fine_tunes_batches_copy_ahead_and_a_base_models_do_not(tiny) -> None:
+    """A fine-tune (``fine_tuned``, set when an adapter is merged) copies ahead, in batches
+    too; a base model decodes a token a pass with ``model.generate``. Same answers."""
+    model, tokenizer = tiny
+    conversations = [chat(t) for t in TEXTS[1:]]
+    seen = passes(model)
+
+    def answers() -> tuple[list[str], int]:
+        details: list[dict] = []
+        out = generate(model, tokenizer, conversations, batch_size=3, faithful=True,
+                       details=details)  # fmt: skip
+        return out, max(d["completion_tokens"] for d in details)
+
+    base, longest = answers()
+    assert len(seen) >= longest  # one pass a token (and the prompt's)
+    seen.clear()
+    model.fine_tuned = True
+    try:
+        assert answers() == (base, longest)
+    finally:
+        del model.fine_tuned
+    assert len(seen) < longest  # some passes kept drafted tokens
 
 
 def test_a_copying_model_takes_one_pass_per_draft(tiny_model: Path) -> None:

@@ -6,16 +6,10 @@ import re
 from collections import Counter
 
 from config.settings import ExamplesSettings
+from core.chunks import chunk_markdown, split_block, split_blocks
 from core.markdown import markdown_to_plain
 from core.tokens import count_tokens
-from tasks.examples import (
-    article_examples,
-    assign_splits,
-    build_examples,
-    chunk_markdown,
-    split_block,
-    split_blocks,
-)
+from tasks.examples import article_examples, assign_splits, build_examples
 
 DOC = """# Title
 
@@ -200,7 +194,7 @@ def test_a_table_without_rows_or_a_block_of_another_kind_is_left_whole():
 
 def test_pack_fills_a_piece_up_to_exactly_its_budget():
     """A piece of exactly ``max_tokens`` tokens is full, not over: ``>`` and not ``>=``."""
-    from tasks.examples import pack
+    from core.chunks import pack
 
     words = ["one", "two", "three", "four", "five"]
     sizes = [count_tokens(" ".join(words[:n])) for n in range(1, 6)]

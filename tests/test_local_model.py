@@ -352,10 +352,10 @@ def test_smollm2_converts_loads_and_generates(tmp_path: Path) -> None:
 def smollm2_tuned(tmp_path_factory: pytest.TempPathFactory):
     """The real model, 2 LoRA steps on sample chunks: ``(data dir, model id)``, current."""
     from backends.local import LocalBackend
+    from core.chunks import chunk_markdown
     from core.markdown import markdown_to_plain
     from core.runs import set_current_model
     from tasks.clean import html_to_markdown
-    from tasks.examples import chunk_markdown
 
     html = sorted((ROOT / "data" / "sample" / "posts").glob("*.html"))[0].read_text()
     chunks = chunk_markdown(html_to_markdown(html), max_tokens=96)[:4]

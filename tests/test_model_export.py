@@ -126,6 +126,29 @@ def test_the_hf_folder_is_the_merged_model(exported, tmp_path) -> None:
     assert tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) == prompt
 
 
+def test_the_adapter_merges_without_peft_into_peft_s_weights(exported) -> None:
+    """``backends.local.merge`` (what loading a fine-tune uses) gives PEFT's merged weights bit
+    for bit, and they are not the base's."""
+    import torch
+    from peft import PeftModel
+
+    from backends.local.model import load_model, quiet_peft
+
+    data, profile, result = exported
+    run = RunFolder.of(data, result["finetune"]["model_id"])
+    base_dir = run.read_job().base_dir
+    model = merged(data, profile, run.path.name)[0]
+    assert model.fine_tuned  # its batches copy ahead (generate)
+    ours = model.state_dict()
+    with quiet_peft():
+        peft = PeftModel.from_pretrained(load_model(base_dir, threads=1)[0], run.adapter)
+        theirs = peft.merge_and_unload().state_dict()
+    base = load_model(base_dir, threads=1)[0].state_dict()
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert sum(not torch.equal(ours[k], base[k]) for k in ours) == 7 * 2  # 7 kinds x 2 layers
+
+
 def go_template(template: str, **values: str) -> str:
     """``template`` rendered as Go's text/template renders Ollama's variables: ``{{ .X }}`` and
     ``{{ if .X }}...{{ end }}`` (no nesting); a prompt ends where ``.Response`` begins."""

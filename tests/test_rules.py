@@ -6,10 +6,10 @@ import pytest
 
 import core.rules
 from config.settings import Settings
+from core.chunks import chunk_markdown
 from core.markdown import markdown_to_plain
 from core.rules import rules_markdown
 from tasks.clean import html_to_markdown
-from tasks.examples import chunk_markdown
 
 from conftest import SAMPLE
 

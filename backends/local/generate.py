@@ -39,6 +39,7 @@ from typing_extensions import TypedDict
 
 from backends.local.calibrate import DECODING_JSON
 from backends.local.decode import DRAFT_TOKENS
+from backends.local.merge import merge_adapter
 from backends.local.model import load_model, quiet_peft
 from backends.local.scaffold import Reader, Scaffold, load_scaffold, scaffolded
 from core.chat_data import Message
@@ -83,12 +84,16 @@ def load_for_inference(
         raise FileNotFoundError(
             f"no LoRA adapter in {adapter.resolve()} (adapter_config.json is missing)"
         )
-    from peft import PeftModel
+    if merge_adapter(model, adapter):  # a plain LoRA: merged in place, without PEFT
+        merged = model
+    else:
+        from peft import PeftModel
 
-    with quiet_peft():
-        peft_model = PeftModel.from_pretrained(model, adapter, is_trainable=False)
-        merged = peft_model.merge_and_unload()
+        with quiet_peft():
+            peft_model = PeftModel.from_pretrained(model, adapter, is_trainable=False)
+            merged = peft_model.merge_and_unload()
     merged.eval()
+    merged.fine_tuned = True  # it copies its input: copy-ahead pays in batches too (generate)
     decoding = adapter / DECODING_JSON
     if decoding.is_file():  # what it reads, and its markup bias (backends.local.calibrate)
         found = json.loads(decoding.read_text())
@@ -284,7 +289,7 @@ def generate(
     should_stop: Callable[[], bool] | None = None,
     details: list[Usage] | None = None,
     draft_tokens: int = DRAFT_TOKENS,
-    copy_ahead_rows: int = 1,
+    copy_ahead_rows: int | None = None,
     markup_bias: float | None = None,
     scaffold: Scaffold | Reader | None = None,
     scaffold_bias: float | None = None,
@@ -300,11 +305,13 @@ def generate(
     true ends generation. ``details``: if given, one dict per conversation is appended, in
     the input order: ``prompt_tokens``, ``completion_tokens`` and ``finish_reason`` ("stop":
     an end token; "length": the budget; "cancelled": ``should_stop``).
-    ``draft_tokens``: greedy batches of at most ``copy_ahead_rows`` rows (by default an answer
-    decoded alone: one conversation, or ``batch_size`` 1) copy ahead
+    ``draft_tokens``: greedy batches of at most ``copy_ahead_rows`` rows copy ahead
     (``backends.local.decode``), checking up to this many of the input's tokens per forward
-    pass; 0, or a larger batch, decodes one token a pass with ``model.generate``
-    (bench/generate_speed.py measured it faster for batches of 8). Both give the same tokens.
+    pass; 0, or a larger batch, decodes one token a pass with ``model.generate``. Both give
+    the same tokens. ``copy_ahead_rows`` None: every batch of a fine-tune (it copies its
+    input, so most drafts are kept) and none of a base model's (it adds markup and newlines
+    between copied words, so few drafts are kept, and in a batch every row pays for the
+    longest draft: bench/generate_speed.py measured ``model.generate`` faster for it).
     ``markup_bias``: faithful only, logits added to markup-only tokens at each line start;
     None takes the model's own (chosen on its valid split when it was trained, else 0).
     ``scaffold_bias``: faithful only, logits added to the tokens that follow what the model
@@ -351,6 +358,9 @@ def generate(
         float(markup_bias),
         float(scaffold_bias),
     )
+    copy_rows = copy_ahead_rows
+    if copy_rows is None:
+        copy_rows = batch_size if getattr(model, "fine_tuned", False) else 0
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         these = Rows(
@@ -359,7 +369,7 @@ def generate(
             [conversations[i][-1]["content"] for i in rows],  # as the model reads them
             [budgets[i] for i in rows],
         )
-        if draft_tokens > 0 and not sampling and len(rows) <= copy_ahead_rows:
+        if draft_tokens > 0 and not sampling and len(rows) <= copy_rows:
             kept = _decode_copying(model, batch, these, draft_tokens)
         else:
             kept = _decode_one_by_one(model, batch, these)

@@ -182,25 +182,24 @@ def load_model(path: str | Path, *, threads: int = 0, device: str = "cpu") -> tu
 def job_base_dir(job: JobSpec, data_dir: str | Path) -> Path:
     """The base model folder a fine-tuning job trains (and its model loads) from.
 
-    SmolLM2 is always the copy converted under ``data_dir``: a job written by an older
-    version named it relative to the directory it ran in, so ``pgpt --data-dir`` from
-    anywhere else must not depend on that. Any other base is the folder the job names.
+    The folder the job names; a job written by an older version named SmolLM2's folder
+    relative to the directory it ran in, so from anywhere else SmolLM2 is the copy converted
+    under ``data_dir``. A folder that is not there is an :class:`InputError`.
 
     >>> job = JobSpec(train="t.jsonl", base_dir="/nowhere", settings={"base_model": "/nowhere"})
     >>> job_base_dir(job, "data")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     core.errors.InputError: model (no id): its base model folder /nowhere is not there; ...
     """
-    base_model = job.settings.get("base_model", SMOLLM2)
-    if base_model == SMOLLM2:
-        return base_model_dir(SMOLLM2, data_dir)
     folder = Path(job.base_dir)
-    if not (folder / "config.json").is_file():
-        raise InputError(
-            f"model {job.id or '(no id)'}: its base model folder {job.base_dir} is not there; "
-            "put it back, or fine-tune again"
-        )
-    return folder
+    if (folder / "config.json").is_file():
+        return folder
+    if folder.name == SMOLLM2 and job.settings.get("base_model", SMOLLM2) == SMOLLM2:
+        return base_model_dir(SMOLLM2, data_dir)
+    raise InputError(
+        f"model {job.id or '(no id)'}: its base model folder {job.base_dir} is not there; "
+        "put it back, or fine-tune again"
+    )
 
 
 @contextmanager
