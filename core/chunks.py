@@ -23,18 +23,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from markdown_it import MarkdownIt
-
+from core.markdown import MD
 from core.tokens import count_tokens
-
-_PARSER = MarkdownIt("commonmark").enable("table")
 
 
 def split_blocks(markdown: str) -> list[str]:
     """The top-level Markdown blocks, each as its source lines."""
     lines = markdown.split("\n")
     blocks = []
-    for token in _PARSER.parse(markdown):
+    for token in MD.parse(markdown):
         if token.level == 0 and token.map and token.nesting in (0, 1):
             start, end = token.map
             blocks.append("\n".join(lines[start:end]).strip("\n"))
@@ -130,7 +127,7 @@ def split_block(block: str, max_tokens: int) -> list[str]:
     """
     if count_tokens(block) <= max_tokens:
         return [block]
-    tokens = _PARSER.parse(block)
+    tokens = MD.parse(block)
     first, lines = tokens[0], block.split("\n")
     if first.type == "fence" and len(lines) > 2 and lines[-1].startswith(lines[0][:3]):
         head, tail = lines[0], lines[-1]
@@ -150,8 +147,7 @@ def split_block(block: str, max_tokens: int) -> list[str]:
     else:
         return [block]
     same_kind = all(
-        len(split_blocks(piece)) == 1 and _PARSER.parse(piece)[0].type == first.type
-        for piece in pieces
+        len(split_blocks(piece)) == 1 and MD.parse(piece)[0].type == first.type for piece in pieces
     )
     return pieces if pieces and same_kind else [block]
 
@@ -169,7 +165,7 @@ def numbered_from_one(piece: str) -> str:
     2. ten
        more of ten
     """
-    tokens = _PARSER.parse(piece)
+    tokens = MD.parse(piece)
     if not tokens or tokens[0].type != "ordered_list_open":
         return piece
     lines = piece.split("\n")
@@ -193,7 +189,7 @@ def same_blocks(one: str, other: str) -> bool:
     """Whether two Markdown texts parse to the same blocks and text (a list's start aside)."""
 
     def shape(markdown: str) -> list[tuple[str, int, str]]:
-        return [(t.type, t.level, t.content) for t in _PARSER.parse(markdown)]
+        return [(t.type, t.level, t.content) for t in MD.parse(markdown)]
 
     return shape(one) == shape(other)
 

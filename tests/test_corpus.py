@@ -15,8 +15,8 @@ import pytest
 from bs4 import BeautifulSoup, Tag
 
 from config.settings import CleanSettings
-from core.chunks import _PARSER, chunk_markdown, split_blocks
-from core.markdown import markdown_to_plain
+from core.chunks import chunk_markdown, split_blocks
+from core.markdown import MD, markdown_to_plain
 from core.tokens import count_tokens
 from tasks.clean import clean_record, extract_body
 from tasks.clean.html import BLOCKS
@@ -197,7 +197,7 @@ def test_chunks_keep_every_word_and_fit_unless_they_cannot_be_cut(
             if count_tokens(chunk) <= budget:
                 continue
             over += 1
-            tokens = _PARSER.parse(chunk)
+            tokens = MD.parse(chunk)
             items = sum(t.type == "list_item_open" and t.level == 1 for t in tokens)
             content_lines = [line for line in chunk.split("\n") if line.strip("> ")]
             one_unit = len(split_blocks(chunk)) == 1 and (
