@@ -19,7 +19,8 @@ from typing import Any
 from backends.base import Event, Job
 from config.settings import FinetuneSettings
 from core.chat_data import Message
-from core.runs import JobSpec, RunFolder
+from core.errors import MissingInput
+from core.runs import JobSpec, RunFolder, models_dir
 
 LOCAL_ID = r"[a-z0-9.-]+"  # a local model id (base name, suffix, fingerprint): its folder name
 
@@ -128,10 +129,19 @@ class LocalBackend:
         """A fine-tuned model id, or a base model name / folder as itself."""
         from backends.local.device import pick_device
         from backends.local.generate import load_for_inference
-        from backends.local.model import base_model_dir, job_base_dir
+        from backends.local.model import SMOLLM2, base_model_dir, job_base_dir
 
         threads, device = self.settings.threads, pick_device(self.settings.device)
-        if re.fullmatch(LOCAL_ID, model_id) and (run := self.run_folder(model_id)).is_done():
+        run = self.run_folder(model_id) if re.fullmatch(LOCAL_ID, model_id) else None
+        if run is not None and run.is_done():
             base = job_base_dir(run.read_job(), self.data_dir)
             return load_for_inference(base, run.adapter, threads, device)
+        if model_id != SMOLLM2 and not Path(model_id).expanduser().is_dir():
+            where = models_dir(self.data_dir)
+            raise MissingInput(
+                f"model {model_id!r} in {where} has not finished training: wait, or fine-tune again"
+                if run is not None and run.path.is_dir()
+                else f"no model {model_id!r} in {where} and no model folder at that path: "
+                "pass a model id (pgpt serve lists them) or a folder"
+            )
         return load_for_inference(base_model_dir(model_id, self.data_dir), None, threads, device)
