@@ -8,9 +8,11 @@ text, Markdown) pairs, in seconds and without a GPU, as a table: for each non-bl
 few views of its context (the general rules' kind and where the line stands in its block, its
 length and last character, the previous line's kind and last character, the last heading's
 level), each with how often the author gave a line in that context each kind. Reading a
-text, the most specific view seen at least :data:`MIN_COUNT` times gives each kind's
-probability, and a beam search over the lines (the previous kind is part of the context; the
-lines of a block share its first line's kind) picks the likeliest kinds.
+text, the views back each other off, coarsest first: each view's counts are blended with
+the coarser views' probabilities (:data:`PRIOR` lines' worth), so a context the author wrote
+once already speaks, and one written a hundred times speaks for itself. A beam search over
+the lines (the previous kind is part of the context; the lines of a block share its first
+line's kind) picks the likeliest kinds.
 
 Tables stay where the general rules put them (only they read a row's tabs); code does not: an
 author who lists API names gets a list where the rules fence them, and a line the author wrote
@@ -47,9 +49,9 @@ from core.io import write_atomic
 from core.markdown import MD, content_lines, inline_plain, plain_blocks
 from core.rules import HEADINGS, classify, levelled, markdown_of, spanned
 
-MIN_COUNT = 3  # lines a context needs before its kinds are trusted; else a coarser view's
+MIN_COUNT = 3  # times the author wrote a line before its own kind is kept (a footer, say)
+PRIOR = 0.3  # lines' worth of the coarser views in a view's probabilities (chosen on folds)
 BEAM = 4  # kind sequences kept while reading the lines (4 and 16 chose alike on the valid split)
-SMOOTHING = 0.1  # added to each seen kind's count: a rare kind keeps some probability
 UNSEEN = 1e-3  # probability of a block's line going on in a kind its context never showed
 TABLE = "table"  # the one kind only the general rules assign: it needs a row's tabs
 AUTHOR_RULES_JSON = "author_rules.json"
@@ -164,6 +166,12 @@ def views(
     ]
 
 
+def trusted(view: str, total: int) -> bool:
+    """Whether a view seen ``total`` times is evidence: any context once, a line itself
+    :data:`MIN_COUNT` times (a line written twice is a coincidence, not a habit)."""
+    return total >= (MIN_COUNT if view.startswith("line=") else 1)
+
+
 @dataclass
 class AuthorRules:
     """Counts of the author's kinds per context view; call it on plain text for Markdown."""
@@ -188,18 +196,31 @@ class AuthorRules:
                 for view in views(lines, rules, place, i, previous, heading):
                     counts.setdefault(view, Counter())[kind] += 1
                 heading = kind if kind in HEADINGS else heading
-        kept = {view: kinds for view, kinds in counts.items() if kinds.total() >= MIN_COUNT}
+        kept = {view: kinds for view, kinds in counts.items() if trusted(view, kinds.total())}
         return cls({view: dict(kinds) for view, kinds in kept.items()})  # only views ever used
 
     def probabilities(self, found: list[str], fallback: str) -> dict[str, float]:
-        """The kinds' probabilities from the most specific view seen often enough."""
-        for view in reversed(found):
+        """The kinds' probabilities: the general rules' ``fallback`` kind, corrected by each
+        view in ``found`` in turn, coarsest first, as ``(n_kind + PRIOR * p_kind) / (n +
+        PRIOR)`` where ``p`` is what the coarser views gave.
+
+        >>> author = AuthorRules({"rules=para": {"para": 9, "quote": 1}, "exact": {"quote": 1}})
+        >>> def rounded(p): return {kind: round(x, 3) for kind, x in p.items()}
+        >>> rounded(author.probabilities(["rules=para"], "para"))
+        {'para': 0.903, 'quote': 0.097}
+        >>> rounded(author.probabilities(["rules=para", "exact"], "para"))
+        {'para': 0.208, 'quote': 0.792}
+        """
+        p = {fallback: 1.0}
+        for view in found:
             seen = self.counts.get(view, {})
             total = sum(seen.values())
-            if total >= MIN_COUNT:
-                norm = total + SMOOTHING * len(seen)
-                return {kind: (n + SMOOTHING) / norm for kind, n in seen.items()}
-        return {fallback: 1.0}
+            if trusted(view, total):
+                blend = {kind: PRIOR * q for kind, q in p.items()}
+                for kind, n in seen.items():
+                    blend[kind] = blend.get(kind, 0.0) + n
+                p = {kind: x / (total + PRIOR) for kind, x in blend.items()}
+        return p
 
     def kinds(self, plain: str) -> list[str]:
         """The likeliest kind of each line of ``plain`` (beam search over the non-blank lines,

@@ -99,13 +99,32 @@ def test_lines_the_author_wrote_often_keep_the_authors_kind() -> None:
     assert author("A new paragraph, a sentence.\n\nAnother line, a sentence.") == (
         "A new paragraph, a sentence.\n\nAnother line, a sentence."
     )
-    assert all(sum(kinds.values()) >= MIN_COUNT for kinds in author.counts.values())
+    lines = {view: kinds for view, kinds in author.counts.items() if view.startswith("line=")}
+    assert lines and all(sum(kinds.values()) >= MIN_COUNT for kinds in lines.values())
 
 
-def test_a_context_seen_too_rarely_keeps_the_general_rules() -> None:
-    once = AuthorRules.fit(NUMBERED[:1])  # each context seen once: below MIN_COUNT
-    assert once(NEW) == rules_markdown(NEW)
+def test_a_line_written_fewer_than_min_count_times_is_no_habit() -> None:
+    """Written twice, the footer teaches its context (kept) but not itself (dropped)."""
+    prose = "\n\n".join(f"Paragraph {n}, a sentence." for n in range(3))
+    footer = "Thanks for reading: see you next week."
+    author = AuthorRules.fit([(f"{prose}\n\n{footer}", f"{prose}\n\n> {footer}")] * (MIN_COUNT - 1))
+    assert author.counts and not any(view.startswith("line=") for view in author.counts)
+
+
+def test_one_article_already_teaches_its_habits() -> None:
+    """A context the author wrote once is evidence: a writer with one article gets it."""
+    once = AuthorRules.fit(NUMBERED[:1])
+    assert once(NEW) == AuthorRules.fit(NUMBERED)(NEW) != rules_markdown(NEW)
     assert AuthorRules()(NEW) == rules_markdown(NEW)  # nothing learnt: the general rules
+
+
+def test_the_habit_seen_more_often_wins() -> None:
+    """The same contexts, numbered once and bulleted four times: bullets."""
+    bulleted = [(plain, markdown.replace("1. ", "- ").replace("2. ", "- "))
+                for plain, markdown in NUMBERED]  # fmt: skip
+    assert "1. " in AuthorRules.fit(NUMBERED[:1])(NEW)
+    assert "- " in (mixed := AuthorRules.fit(NUMBERED[:1] + bulleted)(NEW))
+    assert "1. " not in mixed and "### Deploy" in mixed
 
 
 def test_code_stays_where_the_general_rules_put_it() -> None:
