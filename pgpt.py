@@ -377,7 +377,8 @@ def format_text(
         reader = model_reader(settings.data_dir, model_id)
         print("\n\n".join(reader(chunk) for chunk in chunks))
         return
-    backend = get_backend(settings.finetune, settings.data_dir)
+    light = os.environ.get("PGPT_LIGHT", "1") != "0"  # 0: load through transformers
+    backend = get_backend(settings.finetune, settings.data_dir, light=light)
     with Progress(console=Console(stderr=True), transient=True) as progress:
         bar = progress.add_task(f"formatting with {model_id}", total=len(chunks))
         replies = _ready(  # a model whose base folder is gone is one line too

@@ -9,16 +9,20 @@ from config.settings import FinetuneSettings, Price
 
 
 def get_backend(
-    finetune: FinetuneSettings, data_dir: str | Path, prices: dict[str, Price] | None = None
+    finetune: FinetuneSettings,
+    data_dir: str | Path,
+    prices: dict[str, Price] | None = None,
+    light: bool = False,
 ) -> Backend:
     """The backend named by ``finetune.backend``.
 
     ``prices``: the dated price table (``export.prices``) the openai backend budgets with.
+    ``light``: the local backend answers greedily from a quick start (``pgpt format``).
     """
     if finetune.backend == "local":
         from backends.local import LocalBackend
 
-        return LocalBackend(data_dir, finetune)
+        return LocalBackend(data_dir, finetune, light=light)
     if finetune.backend == "openai":
         from backends.openai import OpenAIBackend
 

@@ -11,7 +11,9 @@ Printed: tokens/s of each side at each batch size, each side's share of the comp
 limit (forward FLOPs per token, 2 x the parameters of every linear layer including the LM
 head, times tokens/s, over the fp32 matmul peak measured here as ``bench/train_throughput.py``
 does), ``ratio: X.XX`` (ours over plain at batch 1) and, unless ``--no-format``, the wall
-time of ``pgpt format`` on a ~400-token chunk in a fresh process (model load included).
+time of ``pgpt format`` on a ~400-token chunk in a fresh process (model load included),
+with the light model ``pgpt format`` loads and through transformers (``PGPT_LIGHT=0``),
+alternated, and ``format_ratio`` (transformers' time over the light one's).
 
     .venv/bin/python bench/generate_speed.py                  # base SmolLM2, faithful
     .venv/bin/python bench/generate_speed.py --data-dir D --model ID  # a fine-tune of D
@@ -82,15 +84,20 @@ def timed(model, tokenizer, chats, batch_size: int, faithful: bool, drafts: int)
     return answers, sum(d["completion_tokens"] for d in details), seconds
 
 
-def format_seconds(data_dir: Path, model_id: str, plain: str) -> float:
-    """Wall time of ``pgpt format --model MODEL_ID`` of ``plain``, in a fresh process."""
+FORMAT_RUNS = 3  # fresh pgpt format processes per side; the fastest is printed
+
+
+def format_seconds(data_dir: Path, model_id: str, plain: str, light: bool) -> tuple[float, str]:
+    """Wall time and output of ``pgpt format --model MODEL_ID`` of ``plain`` in a fresh
+    process, with the light model (``backends.local.llama``) or through transformers."""
     path = Path(tempfile.mkdtemp()) / "chunk.txt"
     path.write_text(plain, encoding="utf-8")
     command = [str(ROOT / ".venv/bin/pgpt"), "--data-dir", str(data_dir), "format", str(path)]
     command += ["--model", model_id]
+    env = {**os.environ, "PGPT_LIGHT": "1" if light else "0"}
     start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, cwd=ROOT)
-    return time.perf_counter() - start
+    done = subprocess.run(command, check=True, capture_output=True, cwd=ROOT, env=env, text=True)
+    return time.perf_counter() - start, done.stdout
 
 
 def main() -> int:
@@ -148,8 +155,20 @@ def main() -> int:
     if not args.no_format:
         target = min(plains, key=lambda p: abs(len(tokenizer(p)["input_ids"]) - 400))
         n = len(tokenizer(target)["input_ids"])
-        seconds = format_seconds(Path(args.data_dir).resolve(), model_id, target)
-        print(f"pgpt format ({n} tokens): {seconds:.1f} s")
+        data_dir = Path(args.data_dir).resolve()
+        runs = {light: [] for light in (False, True)}
+        printed = set()
+        for _ in range(FORMAT_RUNS):  # alternated, so both see the same machine
+            for light in (False, True):
+                seconds, output = format_seconds(data_dir, model_id, target, light)
+                runs[light].append(seconds)
+                printed.add(output)
+        for light, name in ((False, "through transformers"), (True, "light (the default)")):
+            times = ", ".join(f"{s:.1f}" for s in runs[light])
+            print(f"pgpt format ({n} tokens), {name}: {min(runs[light]):.1f} s (runs: {times})")
+        print(f"format_ratio: {min(runs[False]) / min(runs[True]):.2f}")
+        print(f"same output: {'yes' if len(printed) == 1 else 'NO'}")
+        same = same and len(printed) == 1
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
     return 0 if same else 1
 

@@ -191,6 +191,33 @@ def test_scaffold_only_prints_what_the_model_reads(exported) -> None:
     assert cli.stdout.strip() == want.strip()
 
 
+def test_pgpt_format_answers_as_transformers_would_without_importing_it(exported) -> None:
+    """`pgpt format` loads the light model (backends/local/llama.py): in a fresh process it
+    never imports transformers, and it prints what the transformers-loaded model does
+    (``PGPT_LIGHT=0``)."""
+    import os
+    import subprocess
+    import sys
+
+    data, profile, _ = exported
+    args = ["--data-dir", str(data), "format", "-", "--profile", profile]
+    probe = (
+        "import sys; from pgpt import app\n"
+        "try: app(sys.argv[1:])\n"
+        "except SystemExit: pass\n"
+        "print('transformers' in sys.modules, file=sys.stderr)"
+    )
+    printed = {}
+    for light in ("1", "0"):
+        done = subprocess.run(
+            [sys.executable, "-c", probe, *args], input=TEXTS[1], capture_output=True,
+            text=True, env={**os.environ, "PGPT_LIGHT": light}, check=True,
+        )  # fmt: skip
+        printed[light] = done.stdout
+        assert done.stderr.strip().splitlines()[-1] == str(light == "0")
+    assert printed["1"].strip() and printed["1"] == printed["0"]
+
+
 @pytest.mark.parametrize(
     ("model", "said"),
     [

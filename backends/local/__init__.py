@@ -39,9 +39,12 @@ class LocalBackend:
 
     name = "local"
 
-    def __init__(self, data_dir: str | Path, finetune: FinetuneSettings) -> None:
+    def __init__(
+        self, data_dir: str | Path, finetune: FinetuneSettings, light: bool = False
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.settings = finetune
+        self.light = light  # greedy answers only, from a quick start (backends.local.llama)
         self._loaded: dict[str, tuple[Any, Any]] = {}
 
     @staticmethod
@@ -135,7 +138,7 @@ class LocalBackend:
         run = self.run_folder(model_id) if re.fullmatch(LOCAL_ID, model_id) else None
         if run is not None and run.is_done():
             base = job_base_dir(run.read_job(), self.data_dir)
-            return load_for_inference(base, run.adapter, threads, device)
+            return load_for_inference(base, run.adapter, threads, device, self.light)
         if model_id != SMOLLM2 and not Path(model_id).expanduser().is_dir():
             where = models_dir(self.data_dir)
             raise MissingInput(
@@ -144,4 +147,5 @@ class LocalBackend:
                 else f"no model {model_id!r} in {where} and no model folder at that path: "
                 "pass a model id (pgpt serve lists them) or a folder"
             )
-        return load_for_inference(base_model_dir(model_id, self.data_dir), None, threads, device)
+        base = base_model_dir(model_id, self.data_dir)
+        return load_for_inference(base, None, threads, device, self.light)

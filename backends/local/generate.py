@@ -72,11 +72,16 @@ def max_new_tokens_for(
 
 
 def load_for_inference(
-    base_dir: Path, adapter_dir: Path | None, threads: int = 0, device: str = "cpu"
+    base_dir: Path,
+    adapter_dir: Path | None,
+    threads: int = 0,
+    device: str = "cpu",
+    light: bool = False,
 ) -> tuple[Any, Any]:
     """``(model, tokenizer)`` on ``device``: the base with the LoRA adapter merged in (faster),
-    or the base."""
-    model, tokenizer = load_model(base_dir, threads=threads, device=device)
+    or the base. ``light``: without transformers where ``load_model`` can (greedy only); an
+    adapter only PEFT can merge loads the base through transformers after all."""
+    model, tokenizer = load_model(base_dir, threads=threads, device=device, light=light)
     if adapter_dir is None:
         return model, tokenizer
     adapter = Path(adapter_dir)
@@ -86,6 +91,8 @@ def load_for_inference(
         )
     if merge_adapter(model, adapter):  # a plain LoRA: merged in place, without PEFT
         merged = model
+    elif not hasattr(model, "generate"):  # the light model: PEFT needs transformers' own
+        return load_for_inference(base_dir, adapter_dir, threads, device)
     else:
         from peft import PeftModel
 
@@ -361,6 +368,9 @@ def generate(
     copy_rows = copy_ahead_rows
     if copy_rows is None:
         copy_rows = batch_size if getattr(model, "fine_tuned", False) else 0
+    light = not hasattr(model, "generate")  # backends.local.llama: decode's greedy only
+    if light and sampling:
+        raise ValueError("the light model answers greedily: load it with light=False")
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         these = Rows(
@@ -369,7 +379,7 @@ def generate(
             [conversations[i][-1]["content"] for i in rows],  # as the model reads them
             [budgets[i] for i in rows],
         )
-        if draft_tokens > 0 and not sampling and len(rows) <= copy_rows:
+        if light or (draft_tokens > 0 and not sampling and len(rows) <= copy_rows):
             kept = _decode_copying(model, batch, these, draft_tokens)
         else:
             kept = _decode_one_by_one(model, batch, these)

@@ -153,11 +153,25 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-def load_model(path: str | Path, *, threads: int = 0, device: str = "cpu") -> tuple[Any, Any]:
+def load_model(
+    path: str | Path, *, threads: int = 0, device: str = "cpu", light: bool = False
+) -> tuple[Any, Any]:
     """Load an HF folder as ``(model, tokenizer)`` on ``device`` (a torch device name: fp32 on
     the CPU, ``backends.local.device.pick_dtype`` elsewhere), eval mode, left padding, a pad
-    token."""
+    token.
+
+    ``light``: on the CPU, a plain Llama loads as ``backends.local.llama``'s model with
+    ``backends.local.tokenizer``'s tokenizer, without importing transformers (a quicker
+    start for greedy answers; it has no ``generate``). Anything else loads as without it.
+    """
     import torch
+
+    if light and device == "cpu" and light_supported(Path(path)):
+        from backends.local.llama import load_llama
+        from backends.local.tokenizer import Tokenizer
+
+        torch.set_num_threads(threads or default_threads())
+        return load_llama(Path(path)), Tokenizer.load(Path(path))
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -177,6 +191,17 @@ def load_model(path: str | Path, *, threads: int = 0, device: str = "cpu") -> tu
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def light_supported(folder: Path) -> bool:
+    """True if ``folder`` holds a plain Llama in one safetensors file with a fast tokenizer."""
+    from backends.local.llama import readable, supported
+
+    files = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+    if not all((folder / name).is_file() for name in files):
+        return False
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    return supported(config) and readable(folder / "model.safetensors")
 
 
 def job_base_dir(job: JobSpec, data_dir: str | Path) -> Path:
