@@ -134,22 +134,37 @@ def test_markup_a_model_prefers_is_kept_and_text_never_changes():
 
 def test_once_the_input_is_used_up_the_model_may_stop_or_add_eight_markup_bytes():
     """After the last word: the end of the turn when the model wants it; a model that wants
-    markup forever gets 8 bytes of it (a closing fence, span or table row), then the end."""
+    markup forever gets 8 bytes of it (a closing fence, span or table row), then the end; on
+    the line of the last word, only 4 of them (INLINE_RUN)."""
     tokenizer = FakeTokenizer()
     stops = scored(tokenizer, [(b"a", 10.0), (b"#", 4.0)]) + logits(tokenizer, EOS=5.0)
     assert decode("a", lambda step: stops) == b"a"
     second_stop = scored(tokenizer, [(b"a", 10.0), (b"#", 4.0)]) + logits(tokenizer, END=5.0)
     assert decode("a", lambda step: second_stop) == b"a"  # any stop token ends the turn
     markup = scored(tokenizer, [(b"a", 10.0), (b"#", 9.0)]) + logits(tokenizer, EOS=1.0)
-    assert decode("a", lambda step: markup) == b"a" + b"#" * 8
+    assert decode("a", lambda step: markup) == b"a" + b"#" * 4
     spaces = scored(tokenizer, [(b"a", 10.0), (b"\n", 9.0)]) + logits(tokenizer, EOS=1.0)
     assert decode("a", lambda step: spaces) == b"a" + b"\n" * 8
+
+
+def test_after_text_a_line_takes_a_few_markup_bytes_in_a_row_a_new_line_more():
+    """A model that loves backticks closes spans, not a line of them; at a line start a
+    table rule or a fence still fits."""
+    tokenizer = FakeTokenizer()
+    ticks = scored(tokenizer, [(b"`", 9.0), (b"x", 2.0)])
+    answer = decode("one two", lambda step: ticks)
+    assert answer.replace(b"`", b"").split() == [b"one", b"two"]
+    assert b"`" * 5 not in answer[answer.index(b"o") :]  # after the text
+    matcher = Matcher("a\nb")
+    assert matcher.feed(b"a" + b"`" * 4) and not matcher.fits(b"`")
+    assert matcher.feed(b"\n" + b"|---" * 4) and matcher.feed(b"\nb")
+    assert Matcher("a\t\t\t\t\tb").fits(b"| a |  |  |  |  | b |")  # empty cells: pipes
 
 
 def test_a_forced_end_is_the_first_stop_token():
     tokenizer = FakeTokenizer()
     chooser = processor(tokenizer, ["a"], stops=[END, EOS])
-    chooser.matchers[0].feed(b"a" + b"#" * 8)
+    assert chooser.matchers[0].feed(b"a\n" + b"#" * 7)  # 8 bytes since the text
     assert chooser.choose(0, scored(tokenizer, [(b"#", 9.0)])) == END
 
 
@@ -191,7 +206,7 @@ def test_the_fallback_at_the_run_limit_is_the_next_text_byte():
     which no longer fits, so the fallback is the next text byte's own token."""
     tokenizer = FakeTokenizer(words=(b" world",))
     chooser = processor(tokenizer, ["a world"])
-    assert chooser.matchers[0].feed(b"a" + b"*" * 48)
+    assert chooser.matchers[0].feed(b"a\n" + b"*" * 47)
     assert chooser.choose(0, scored(tokenizer, fillers(8))) == tokenizer.id(b"w")
     assert chooser.fallbacks == 1
 
@@ -199,7 +214,7 @@ def test_the_fallback_at_the_run_limit_is_the_next_text_byte():
 def test_without_a_token_for_the_next_text_byte_the_fallback_is_the_end():
     tokenizer = FakeTokenizer(words=(b" w",), missing=b"w")
     chooser = processor(tokenizer, ["a w"], stops=[END, EOS])
-    assert chooser.matchers[0].feed(b"a" + b"*" * 48)
+    assert chooser.matchers[0].feed(b"a\n" + b"*" * 47)
     assert chooser.choose(0, scored(tokenizer, fillers(8))) == END
 
 
@@ -438,10 +453,11 @@ def test_markup_budget_is_exact():
     assert [markup_budget(n) for n in (0, 1, 3, 100)] == [64, 64, 65, 114]
     plain = "a b"  # 3 bytes: 64 + 1 markup bytes
     first = 47  # within one run
-    assert Matcher(plain).fits(b"*" * first + b"a" + b"*" * (65 - first))
-    assert not Matcher(plain).fits(b"*" * first + b"a" + b"*" * (65 - first + 1))
+    rest = b"\n" + b"*" * (65 - first)  # after a line break: a new line's run
+    assert Matcher(plain).fits(b"*" * first + b"a" + rest)
+    assert not Matcher(plain).fits(b"*" * first + b"a" + rest + b"*")
     spaces = Matcher(plain)  # whitespace is not markup: it costs nothing of the budget
-    assert spaces.fits(b"*" * 40 + b" " * 7 + b"a" + b"*" * 25)
+    assert spaces.fits(b"*" * 40 + b" " * 7 + b"a\n" + b"*" * 25)
 
 
 @pytest.mark.parametrize("filler", [b"#", b" ", b"\n"])
@@ -449,7 +465,8 @@ def test_a_run_without_text_is_cut_at_48_bytes(filler):
     plain = "x" * 200  # a budget far above the run limit
     assert Matcher(plain).fits(filler * 48 + b"x")
     assert not Matcher(plain).fits(filler * 49)
-    assert Matcher(plain).fits(b"x" + filler * 48 + b"x" + filler * 48)  # text resets the run
+    line = b"\n" + filler * 47  # after text, a run of 48 starts a line
+    assert Matcher(plain).fits(b"x" + line + b"x" + line)  # text resets the run
 
 
 def test_the_run_counts_from_the_last_text_in_the_best_state():
@@ -464,15 +481,15 @@ def test_the_cheapest_reading_of_markup_is_kept():
     kept, so a heading mark doubled as text still leaves a full run for what follows."""
     matcher = Matcher("#" + "b" * 10)
     assert matcher.feed(b"##")
-    assert matcher.states[1] == (0, 1)  # the second '#' is the text: run 0, one spent
+    assert matcher.states[1] == (0, 1, 0)  # the second '#' is the text: run 0, one spent
     assert matcher.fits(b" " * 48 + b"b")
 
 
 def test_step_keeps_the_least_run_at_each_position_whatever_the_order_of_the_states():
     """'#' is text at 0 and markup at 1: both readings reach 1, the one with no run is kept.
     (``feed`` gives the states furthest first, where the last reading kept is the least.)"""
-    states = Matcher("#b").step({0: (0, 0), 1: (5, 5)}, b"", ord("#"))
-    assert states == {1: (0, 0), 0: (1, 1)}
+    states = Matcher("#b").step({0: (0, 0, -1), 1: (5, 5, -1)}, b"", ord("#"))
+    assert states == {1: (0, 0, 0), 0: (1, 1, -1)}
 
 
 def test_a_reading_at_the_run_limit_does_not_stop_the_others():
@@ -594,10 +611,12 @@ def test_own_next_is_the_first_token_of_the_rest():
     assert vocab.own_next(cut) == 0xC3  # 'é' is two byte tokens here
 
 
-def test_a_model_that_loves_markup_gets_48_in_a_row_and_its_budget_in_all():
+def test_a_model_that_loves_markup_gets_48_at_a_line_start_and_a_few_after_text():
     tokenizer = FakeTokenizer()
     scores = scored(tokenizer, [(b"#", 9.0), (b"a", 1.0)], base=-1.0) + logits(tokenizer, EOS=1.5)
     answer = decode("a b", lambda step: scores)
     assert answer.startswith(b"#" * 48 + b"a") and b"#" * 49 not in answer
     assert text_of(answer).replace(b"#", b"") == b"ab"
-    assert answer.count(b"#") == 65  # the whole budget: 64 + 3 // 2
+    assert answer.count(b"#") == 48 + 2 * 4  # then 4 after each word (INLINE_RUN)
+    lines = decode("a\nb\nc", lambda step: scores)  # each line starts a run: the budget
+    assert lines.count(b"#") == 64 + len("a\nb\nc") // 2  # the whole budget, and no more

@@ -18,9 +18,10 @@ text the model read does (its scaffold, ``backends.local.follow``), so a model d
 its rules only where it is that much surer; calibrated on the valid split too.
 
 Loops are impossible, not just unlikely: markup bytes without text between them are capped
-per run (``RUN_LIMIT``) and in total (``markup_budget``), so an answer is at most the input
-plus a bounded amount of markup. Which markup is *right* is not checked here; the repair
-pass (``core.faithful.repair``) makes the text exact afterwards.
+per run (``RUN_LIMIT``; after text on the same line, ``INLINE_RUN``) and in total
+(``markup_budget``), so an answer is at most the input plus a bounded amount of markup.
+Which markup is *right* is not checked here; the repair pass (``core.faithful.repair``) makes
+the text exact afterwards.
 
 >>> state = Matcher("Hello world")
 >>> state.feed(b"# Hello"), state.feed(b" wor"), state.done
@@ -44,6 +45,9 @@ LINE_START_RUN = 16  # markup/space bytes since the last text after which a line
 # weighed as one (a fence with its language and blank lines takes ~10): an unsure model
 # cannot open empty block after empty block
 RUN_LIMIT = 48  # markup/whitespace bytes allowed in a row without input text (a table rule)
+INLINE_RUN = 4  # markup bytes but pipes in a row after text on the same line (``***` ``
+# closes three spans with 4): a model that stops following its text cannot fill a line
+PIPE = ord("|")
 END_RUN = 8  # and once the input is used up: enough to close a fence, a span or a table row
 TAIL = 64  # answer bytes a matcher keeps: more than a run of markup (RUN_LIMIT) can be
 MARKUP = frozenset(b"#*_>`-+|:.\\0123456789")  # what canonical Markdown adds to the text
@@ -52,7 +56,9 @@ BLOCK_START = frozenset(b"#*-+>`|0123456789")  # bytes a block's markup may star
 FENCE_LANGUAGE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-_#")
 
 
-States = dict[int, tuple[int, int]]  # input position -> (markup run, markup budget spent)
+# input position -> (markup run, markup budget spent, inline run: markup bytes since the
+# line's last text, -1 before the line has any)
+States = dict[int, tuple[int, int, int]]
 
 
 def markup_budget(text_bytes: int) -> int:
@@ -77,7 +83,7 @@ class Matcher:
         self.raw = raw = self.plain.encode()
         self.target = bytes(b for b in raw if b not in SPACE)
         self.after = [i + 1 for i, b in enumerate(raw) if b not in SPACE]
-        self.states = {0: (0, 0)}
+        self.states = {0: (0, 0, -1)}
         self.budget = markup_budget(len(raw))
 
     @property
@@ -87,7 +93,7 @@ class Matcher:
 
     def run(self) -> int:
         """Markup bytes since the last input text, in the best state."""
-        return min(run for run, _ in self.states.values())
+        return min(run for run, _, _ in self.states.values())
 
     def step(self, states: States, line: bytes, byte: int) -> States:
         """The states after one more answer byte (empty: the byte is not allowed)."""
@@ -98,18 +104,21 @@ class Matcher:
         )
         nxt: States = {}
 
-        def keep(pos: int, run: int, spent: int) -> None:  # the least run (and spending) wins
-            nxt[pos] = min(nxt.get(pos, (run, spent)), (run, spent))
+        def keep(pos: int, *state: int) -> None:  # the least run (and spending) wins
+            nxt[pos] = min(nxt.get(pos, state), state)
 
-        for pos, (run, spent) in states.items():
+        for pos, (run, spent, inline) in states.items():
             if pos < len(self.target) and self.target[pos] == byte:
-                keep(pos + 1, 0, spent)
+                keep(pos + 1, 0, spent, 0)
             if run >= RUN_LIMIT:
                 continue
             if byte in SPACE:
-                keep(pos, run + 1, spent)
-            elif (byte in MARKUP or (fence and byte in FENCE_LANGUAGE)) and spent < self.budget:
-                keep(pos, run + 1, spent + 1)
+                keep(pos, run + 1, spent, -1 if byte == 10 else inline)
+                continue
+            markup = byte in MARKUP or (fence and byte in FENCE_LANGUAGE)
+            if markup and spent < self.budget and inline < INLINE_RUN:
+                counted = inline >= 0 and byte != PIPE  # empty table cells are pipes in a row
+                keep(pos, run + 1, spent + 1, inline + 1 if counted else inline)
         return nxt
 
     def advance(self, data: bytes) -> tuple[States, bytes] | None:
