@@ -107,12 +107,11 @@ class Linear(nn.Module):
         return F.linear(x, self.weight)
 
 
-class Embedding(nn.Module):
-    """Each token id's row of ``weight``; a placeholder until loaded, as :class:`Linear`."""
+class Embedding(Linear):
+    """Each token id's row of ``weight`` (tokens x size); a placeholder until loaded."""
 
     def __init__(self, tokens: int, size: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(tokens, size, device="meta"))
+        super().__init__(size, tokens)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return F.embedding(ids, self.weight)
