@@ -167,3 +167,20 @@ def test_faithful_on_every_sample_chunk(no_repair) -> None:  # noqa: F811
     assert author.counts
     for plain in chunks:
         assert markdown_to_plain(author(plain)) == plain
+
+
+def test_the_bench_corrects_only_the_confusions_it_is_given() -> None:
+    """bench/author_rules.py's worth of a confusion: its lines take the author's kind, the
+    others keep the answer's; every line corrected gives the author's Markdown back."""
+    from bench.author_rules import corrected
+
+    plain = "Setup\n\nWise words.\n\nhammers\nsaws"
+    reference = "### Setup\n\n> Wise words.\n\n1. hammers\n2. saws"
+    answer = rules_markdown(plain)
+    assert answer == "# Setup\n\nWise words.\n\n- hammers\n- saws"
+    assert corrected(plain, reference, answer, None) == reference
+    only_quotes = corrected(plain, reference, answer, {("quote", "para")})
+    assert only_quotes == "# Setup\n\n> Wise words.\n\n- hammers\n- saws"
+    assert corrected(plain, reference, answer, {("quote", "bullet")}) == answer
+    assert corrected(plain, "edited", answer, None) == answer
+    assert doctest.testmod(__import__("bench.author_rules").author_rules).failed == 0
