@@ -259,6 +259,7 @@ class Result:
     step_tokens: list[int] = field(default_factory=list)
     step_flops: list[float] = field(default_factory=list)
     note: str = ""
+    profile: str = ""  # --profile: the top operators of the last warm-up step
 
     @property
     def seconds(self) -> float:
@@ -275,6 +276,41 @@ class Result:
     @property
     def flops_per_s(self) -> float:
         return sum(self.step_flops) / self.seconds
+
+
+class StepProfiler:
+    """``--profile``: ``torch.profiler`` over the last warm-up step (never a measured one).
+
+    ``step_ended(n)`` is called when n steps are done (0: training starts); the profiler runs
+    from n = warmup - 1 to n = warmup, and ``top`` lists its operators by self CPU time.
+    """
+
+    def __init__(self, enabled: bool, warmup: int) -> None:
+        self.enabled, self.warmup = enabled and warmup > 0, warmup
+        self.profiler: Any = None
+        self.top = ""
+
+    def step_ended(self, done: int) -> None:
+        from torch.profiler import ProfilerActivity, profile
+
+        if self.enabled and done == self.warmup - 1:
+            self.profiler = profile(activities=[ProfilerActivity.CPU])
+            self.profiler.__enter__()
+        elif self.profiler is not None and done == self.warmup:
+            self.profiler.__exit__(None, None, None)
+            self.top = top_operators(self.profiler.key_averages(), self.warmup)
+            self.profiler = None
+
+
+def top_operators(events: Any, step: int, rows: int = 12) -> str:
+    """The ``rows`` operators with the most self CPU time, with their share of the step's."""
+    events = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    lines = [f"    profile of step {step} (warm-up, profiler on): self CPU time"]
+    for e in events[:rows]:
+        share = 100 * e.self_cpu_time_total / total
+        lines.append(f"    {e.key[:44]:<44} {e.self_cpu_time_total / 1e6:7.2f} s {share:5.1f} %")
+    return "\n".join(lines)
 
 
 def progress(name: str, step: int, total: int, warmup: int, tokens: int, seconds: float) -> None:
@@ -320,15 +356,18 @@ def run_ours(
         # and would stay set for TRL too (one process)
     )
     ends: list[float] = []
+    profiler = StepProfiler(args.profile, args.warmup)
 
     def on_event(event: dict[str, Any]) -> None:
         now = time.perf_counter()
         if event["type"] == "start":
             ends.append(now)
+            profiler.step_ended(0)
         elif event["type"] == "step":
             ends.append(now)
             step = event["step"]
             progress("ours", step, total, args.warmup, plan[step - 1].tokens, now - ends[-2])
+            profiler.step_ended(step)
 
     record = train(work / "ours", train_jsonl, None, base_dir, settings, on_event=on_event)
     planned = sum(s.tokens for s in plan)
@@ -337,7 +376,7 @@ def run_ours(
             f"train_throughput: our trainer saw {record['tokens_seen']} tokens, the bench planned "
             f"{planned}: its batching changed; update plan_batches"
         )
-    result = Result("ours", torch.get_num_threads())
+    result = Result("ours", torch.get_num_threads(), profile=profiler.top)
     result.note = (
         f"model.json over all {total} steps (step time only): {record['tokens_per_s']} tok/s"
     )
@@ -505,22 +544,25 @@ def run_trl(
         chats = [chats[i] for step in plan for i in step.indices]
     trainer, mode, refusals = make_trl_trainer(args, config, work, base_dir, chats, total)
     ends: list[float] = []
+    profiler = StepProfiler(args.profile, args.warmup)
 
     class Clock(TrainerCallback):
         def on_train_begin(self, *_: Any, **__: Any) -> None:
             torch.set_num_threads(os.cpu_count() or 1)
             ends.append(time.perf_counter())
+            profiler.step_ended(0)
 
         def on_step_end(self, _args: Any, state: Any, *_: Any, **__: Any) -> None:
             ends.append(time.perf_counter())
             tokens = sum(trainer.batches[-1][0])
             seconds = ends[-1] - ends[-2]
             progress(f"trl {config}", state.global_step, total, args.warmup, tokens, seconds)
+            profiler.step_ended(state.global_step)
 
     trainer.add_callback(Clock())
     trainer.remove_callback(PrinterCallback)  # its end-of-run metrics dict; the bench reports
     trainer.train()
-    result = Result(f"trl {config}", torch.get_num_threads())
+    result = Result(f"trl {config}", torch.get_num_threads(), profile=profiler.top)
     result.note = f"loss: {mode}" + "".join(f"\n    refused: {r}" for r in refusals)
     for step in range(args.warmup, total):
         lengths, targets = trainer.batches[step]
@@ -559,6 +601,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"TRL configurations to run, comma-separated, of {', '.join(SAMPLERS)}",
     )
     parser.add_argument("--matmul-size", type=int, default=2048, help="square matmul side")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="profile each trainer's last warm-up step (torch.profiler; not a measured step)",
+    )
     args = parser.parse_args(argv)
     args.trl = [c for c in args.trl.split(",") if c]
     if not args.trl or set(args.trl) - set(SAMPLERS):
@@ -683,6 +730,8 @@ def report(
     for r in results.values():
         if r.note:
             print(f"  {r.name}: {r.note}")
+        if r.profile:
+            print(r.profile)
     ours = results.get("ours")
     trls = {name.removeprefix("trl "): r for name, r in results.items() if name != "ours"}
     for config, trl in trls.items() if ours else ():

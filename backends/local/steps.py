@@ -93,29 +93,35 @@ def dropout_linear_class() -> type:
     SmolLM2's 30 blocks, a third of the training's activation memory. ``DropoutLinear`` keeps
     ``x`` itself (q, k and v share one input, gate and up another, so one copy serves several
     layers) and a bool mask (1 byte), and recomputes the dropped copy in the backward pass:
-    one multiplication. Same mask draws as ``FastDropout`` (its ``dropout`` child), so the
-    same numbers as the unfused layers.
+    one ``torch.where``. Same mask draws as ``FastDropout`` (its ``dropout`` child), so the
+    same numbers as the unfused layers, to rounding.
     """
     import torch
     import torch.nn.functional as F
 
     class DropoutMatmul(torch.autograd.Function):
-        """``(x * keep * scale) @ weight.T`` that saves ``x`` and the bool ``keep`` only."""
+        """``(x * keep * scale) @ weight.T`` that saves ``x`` and the bool ``keep`` only.
+
+        One pass over ``x``-sized data for the dropout (``torch.where`` on the bool mask) in
+        the forward pass and one for each gradient; ``scale`` multiplies the rank-wide side
+        (``r`` columns, not ``x``'s ``in_features``).
+        """
 
         @staticmethod
         def forward(ctx: Any, x: Any, weight: Any, keep: Any, scale: float) -> Any:
             ctx.save_for_backward(x, weight, keep)
             ctx.scale = scale
-            return F.linear(x * keep * scale, weight)
+            return F.linear(torch.where(keep, x, 0.0), weight).mul_(scale)
 
         @staticmethod
         def backward(ctx: Any, grad: Any) -> tuple[Any, Any, None, None]:
             x, weight, keep = ctx.saved_tensors
+            grad = grad * ctx.scale
             grad_x = grad_w = None
             if ctx.needs_input_grad[0]:
-                grad_x = (grad @ weight) * keep * ctx.scale
+                grad_x = torch.where(keep, grad @ weight, 0.0)
             if ctx.needs_input_grad[1]:
-                dropped = (x * keep * ctx.scale).reshape(-1, x.shape[-1])
+                dropped = torch.where(keep, x, 0.0).reshape(-1, x.shape[-1])
                 grad_w = grad.reshape(-1, grad.shape[-1]).T @ dropped
             return grad_x, grad_w, None, None
 
@@ -209,10 +215,11 @@ def target_loss(model: Any, batch: dict[str, Any]) -> tuple[Any, int]:
     """(sum of the cross-entropies at the target positions, number of target positions).
 
     Runs the decoder, then the LM head on the target positions only (position t predicts
-    token t + 1), which saves the vocabulary projection of every other position. A batch
-    with ``weights`` sums each cross-entropy times its label's weight.
+    token t + 1), which saves the vocabulary projection of every other position, a few
+    positions at a time (``backends.local.head_loss``). A batch with ``weights`` sums each
+    cross-entropy times its label's weight.
     """
-    import torch.nn.functional as F
+    from backends.local.head_loss import head_loss
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     batch = {name: tensor.to(base.device) for name, tensor in batch.items()}  # CPU: itself
@@ -221,11 +228,11 @@ def target_loss(model: Any, batch: dict[str, Any]) -> tuple[Any, int]:
     ).last_hidden_state
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE
-    logits = base.get_output_embeddings()(hidden[:, :-1][keep])
-    if "weights" not in batch:
-        return F.cross_entropy(logits.float(), targets[keep], reduction="sum"), int(keep.sum())
-    losses = F.cross_entropy(logits.float(), targets[keep], reduction="none")
-    return (losses * batch["weights"][:, 1:][keep]).sum(), int(keep.sum())
+    head = base.get_output_embeddings()
+    if getattr(head, "bias", None) is not None:
+        raise ValueError("target_loss: an LM head with a bias is not supported")
+    weights = batch["weights"][:, 1:][keep] if "weights" in batch else None
+    return head_loss(hidden[:, :-1][keep], head.weight, targets[keep], weights), int(keep.sum())
 
 
 def target_weight(batch: dict[str, Any]) -> float:
