@@ -291,9 +291,9 @@ class StepProfiler:
         self.top = ""
 
     def step_ended(self, done: int) -> None:
-        from torch.profiler import ProfilerActivity, profile
-
         if self.enabled and done == self.warmup - 1:
+            from torch.profiler import ProfilerActivity, profile
+
             self.profiler = profile(activities=[ProfilerActivity.CPU])
             self.profiler.__enter__()
         elif self.profiler is not None and done == self.warmup:

@@ -49,18 +49,19 @@ def chunked(
     import torch
 
     total = torch.zeros((), dtype=loss_dtype(hidden.dtype), device=hidden.device)
-    grad_hidden = torch.empty_like(hidden) if need_hidden or need_head else None
+    grad_hidden = torch.empty_like(hidden) if need_hidden else None
     grad_head = torch.zeros_like(head) if need_head else None
+    need_grad = need_hidden or need_head
     for start in range(0, len(targets), CHUNK_ROWS):
         rows = slice(start, start + CHUNK_ROWS)
         part = None if weights is None else weights[rows]
-        loss, probs = chunk_pass(hidden[rows], head, targets[rows], part, grad_hidden is not None)
+        loss, probs = chunk_pass(hidden[rows], head, targets[rows], part, need_grad)
         total += loss
         if grad_hidden is not None:
             grad_hidden[rows] = probs @ head
         if grad_head is not None:
             grad_head += probs.T @ hidden[rows]
-    return total, grad_hidden if need_hidden else None, grad_head
+    return total, grad_hidden, grad_head
 
 
 def chunk_pass(
