@@ -2,7 +2,8 @@
 
 An article's Markdown is cut into its top-level blocks (markdown-it's block tokens: a
 paragraph, a heading, a whole list, a whole code block, a whole table, a whole quote), then
-blocks are packed greedily into chunks of at most ``max_tokens`` cl100k tokens of Markdown. A
+blocks are packed into as few chunks of at most ``max_tokens`` cl100k tokens of Markdown as
+greedy packing makes, as even as the blocks allow, each heading with the block it heads. A
 block over the budget is first cut into blocks of its own kind: a code block at its lines
 (fenced again), a list at its items, a table at its rows (header repeated), a quote at its
 lines, a paragraph at its sentences; only what cannot be cut (one long line or item) stays
@@ -24,6 +25,7 @@ import re
 from collections.abc import Callable
 
 from core.markdown import MD
+from core.rules import is_short, unpunctuated
 from core.tokens import count_tokens
 
 
@@ -39,13 +41,31 @@ def split_blocks(markdown: str) -> list[str]:
 
 
 def pack(units: list[str], render: Callable[[list[str]], str], max_tokens: int) -> list[str]:
-    """Greedily group consecutive units into pieces whose ``render`` is at most ``max_tokens``.
-
-    A unit over the budget on its own is a piece of its own.
+    """Consecutive units grouped into as few pieces of at most ``max_tokens`` as greedy
+    packing makes, and as even as the units allow: packed at the smallest budget that needs no
+    more pieces, so an article of 400 tokens at 384 is two chunks of about 200, not 384 and a
+    stray last sentence (a chunk of a few words is no example of anything, and its CER would
+    weigh like a whole chunk's). A unit over the budget on its own is a piece of its own.
 
     >>> pack(["a", "b", "c"], " ".join, max_tokens=2)
     ['a b', 'c']
+    >>> pack(["a", "b", "c", "d", "e"], " ".join, max_tokens=4)  # not 'a b c d', 'e'
+    ['a b c', 'd e']
     """
+    pieces = greedy(units, render, max_tokens)
+    low, high = 0, max_tokens  # greedy needs more pieces at low, as few at high
+    while len(pieces) > 1 and high - low > 1:
+        middle = (low + high) // 2
+        if len(greedy(units, render, middle)) <= len(pieces):
+            high = middle
+        else:
+            low = middle
+    return greedy(units, render, high) if len(pieces) > 1 else pieces
+
+
+def greedy(units: list[str], render: Callable[[list[str]], str], max_tokens: int) -> list[str]:
+    """Consecutive units in pieces whose ``render`` is at most ``max_tokens``, each filled
+    before the next is begun (a unit over the budget on its own is a piece of its own)."""
     pieces: list[str] = []
     current: list[str] = []
     for unit in units:
@@ -195,26 +215,90 @@ def same_blocks(one: str, other: str) -> bool:
 
 
 def chunk_markdown(markdown: str, max_tokens: int) -> list[str]:
-    r"""Pack whole blocks greedily into chunks of at most ``max_tokens`` tokens.
+    r"""Pack whole blocks into chunks of at most ``max_tokens`` tokens (:func:`pack`), each
+    heading kept with the block it heads where the two fit (:func:`kept_with_next`).
 
     A block over the budget is first cut into pieces (:func:`split_block`); each piece but the
-    last is a chunk of its own, so two pieces of one block never meet in a chunk.
+    last is a chunk of its own, so two pieces of one block never meet in a chunk. The headings
+    just before such a block go with its first piece (:func:`cut_after`).
     """
+
+    def packed(blocks: list[str]) -> list[str]:
+        return pack(kept_with_next(blocks, is_heading, max_tokens), blank_joined, max_tokens)
+
     blocks: list[str] = []
     chunks: list[str] = []
     for block in split_blocks(markdown):
-        *whole, last = split_block(block, max_tokens)
-        if whole:
-            chunks += [*pack(blocks, "\n\n".join, max_tokens), *whole]
+        blocks, pieces = cut_after(blocks, block, max_tokens)
+        if len(pieces) > 1:
+            chunks += [*packed(blocks), *pieces[:-1]]
             blocks = []
-        blocks.append(last)
-    return chunks + pack(blocks, "\n\n".join, max_tokens)
+        blocks.append(pieces[-1])
+    return chunks + packed(blocks)
+
+
+def blank_joined(parts: list[str]) -> str:
+    """Blocks joined as Markdown separates them, by one blank line."""
+    return "\n\n".join(parts)
+
+
+def is_heading(block: str) -> bool:
+    """Whether a Markdown block is a heading (``## Why`` or a setext one)."""
+    tokens = MD.parse(block)
+    return bool(tokens) and tokens[0].type == "heading_open"
+
+
+def kept_with_next(blocks: list[str], heads: Callable[[str], bool], max_tokens: int) -> list[str]:
+    r"""The blocks as units to pack, each block that ``heads`` joined to the one after it where
+    the two fit in ``max_tokens``: a heading does not end a chunk whose next one it heads.
+
+    >>> kept_with_next(["Intro.", "## Why", "Because.", "## How"], is_heading, 100)
+    ['Intro.', '## Why\n\nBecause.', '## How']
+    """
+    units: list[str] = []
+    heading = False  # whether the last unit ends with a heading
+    for block in blocks:
+        if heading and count_tokens(blank_joined([units[-1], block])) <= max_tokens:
+            units[-1] = blank_joined([units[-1], block])
+        else:
+            units.append(block)
+        heading = heads(block)
+    return units
+
+
+def heading_line(block: str) -> bool:
+    """Whether a block of plain text reads as a heading: one short line, no final punctuation."""
+    return "\n" not in block and is_short(block) and unpunctuated(block)
+
+
+def cut_after(blocks: list[str], block: str, max_tokens: int) -> tuple[list[str], list[str]]:
+    r"""``block`` cut into pieces that fit (:func:`split_block`), with the headings that end
+    ``blocks`` moved onto its first piece, cut smaller to leave them room (where that leaves
+    at least half the budget): the blocks left before it, and the pieces.
+
+    >>> cut_after(["Intro.", "## Why"], "One. Two. Three. Four. Five. Six.", max_tokens=9)
+    (['Intro.'], ['## Why\n\nOne. Two. Three.', 'Four. Five. Six.'])
+    """
+    pieces = split_block(block, max_tokens)
+    held = 0
+    while held < len(blocks) and is_heading(blocks[-1 - held]):
+        held += 1
+    if len(pieces) == 1 or not held:
+        return blocks, pieces
+    heads = blank_joined(blocks[-held:])
+    room = max_tokens - count_tokens(blank_joined([heads, ""]))
+    first, *rest = split_block(block, room) if room >= max_tokens // 2 else [block]
+    if not rest:
+        return blocks, pieces
+    return blocks[:-held], [blank_joined([heads, first]), *rest]
 
 
 def chunk_plain(plain: str, max_tokens: int) -> list[str]:
     """Pack whole blocks of plain text (runs of lines between blank lines) into chunks of at
-    most ``max_tokens`` tokens, the way the training examples were cut; a block over the
-    budget is cut between its lines. Blank lines between blocks become one.
+    most ``max_tokens`` tokens, the way the training examples were cut: as even as the blocks
+    allow, a line that reads as a heading (one short line without final punctuation) kept with
+    the block after it; a block over the budget is cut between its lines. Blank lines between
+    blocks become one.
 
     >>> chunk_plain("Tools\\r\\n\\n \\n\\nhammers\\nsaws\\n", max_tokens=100)
     ['Tools\\n\\nhammers\\nsaws']
@@ -222,7 +306,7 @@ def chunk_plain(plain: str, max_tokens: int) -> list[str]:
     text = re.sub(r"\r\n?", "\n", plain).strip("\n")
     blocks = [block for block in re.split(r"\n(?:[ \t]*\n)+", text) if block.strip()]
     chunks = []
-    for chunk in pack(blocks, "\n\n".join, max_tokens):
+    for chunk in pack(kept_with_next(blocks, heading_line, max_tokens), blank_joined, max_tokens):
         over = count_tokens(chunk) > max_tokens and "\n\n" not in chunk
         chunks += pack(chunk.split("\n"), "\n".join, max_tokens) if over else [chunk]
     return chunks

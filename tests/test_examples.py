@@ -136,6 +136,48 @@ def test_what_cannot_be_cut_stays_one_oversized_chunk():
     assert split_block(heading.strip(), max_tokens=10) == [heading.strip()]
 
 
+def test_chunks_are_as_even_as_the_blocks_allow():
+    """An article a little over the budget is two chunks of about half, not a full one and
+    a stray last paragraph (whose CER would weigh like a whole chunk's in the mean)."""
+    paragraphs = [f"Paragraph number {i} says a few words." for i in range(10)]
+    nine = count_tokens("\n\n".join(paragraphs[:9]))  # greedy: 9 paragraphs, then 1
+    chunks = chunk_markdown("\n\n".join(paragraphs), max_tokens=nine)
+    assert "\n\n".join(chunks) == "\n\n".join(paragraphs)
+    assert [chunk.count("Paragraph") for chunk in chunks] == [5, 5]
+
+
+def test_a_heading_never_ends_a_chunk_nor_stands_alone_before_a_long_block():
+    """A heading goes with the block it heads: greedy packing would end the first chunk with
+    '## Second' (its paragraph did not fit), and leave '## Long' alone before a block over
+    the budget; now the first goes with its paragraph and the second with the block's first
+    piece, cut smaller to leave it room."""
+    words = " ".join(f"Sentence {i} is here." for i in range(40))
+    filler, more = ("Filler words go here. " * 5).strip(), ("More words here. " * 6).strip()
+    doc = f"One short paragraph.\n\n{filler}\n\n## Second\n\n{more}"
+    chunks = chunk_markdown(f"{doc}\n\n## Long\n\n{words}", max_tokens=48)
+    assert all(not chunk.split("\n\n")[-1].startswith("#") for chunk in chunks)
+    assert chunks[1].startswith("## Second\n\nMore words")
+    assert chunks[2].startswith("## Long\n\nSentence 0 is here.")
+    assert all(count_tokens(chunk) <= 48 for chunk in chunks)
+    full = f"{doc}\n\n## Long\n\n{words}"
+    more = ("More words here. " * 10).strip()  # fits with its heading, not with the intro too
+    assert chunk_markdown(f"Intro.\n\n## Why\n\n{more}", max_tokens=44) == [
+        "Intro.", f"## Why\n\n{more}"
+    ]  # fmt: skip
+    assert re.sub(r"\s+", " ", " ".join(chunks)) == re.sub(r"\s+", " ", full)  # all, in order
+
+
+def test_plain_text_keeps_a_heading_line_with_the_block_after_it():
+    """``pgpt format`` cuts plain text as the examples were cut: a short unpunctuated line
+    (a heading to the rules) does not end a chunk."""
+    from core.chunks import chunk_plain
+
+    body = "A line of the body that goes on for a while."
+    plain = f"{body}\n{body}\n\nThe next part\n\n{body}\n{body}"
+    chunks = chunk_plain(plain, max_tokens=2 * count_tokens(body) + 8)
+    assert chunks == [f"{body}\n{body}", f"The next part\n\n{body}\n{body}"]
+
+
 def test_at_most_max_chunks_per_article_spread_through_it():
     article = {"id": "a", "markdown": "\n\n".join(f"Paragraph {i}." for i in range(20))}
     every = article_examples(article, "train", max_tokens := 4)
