@@ -75,11 +75,12 @@ bench: install
 # faster. It resumes where it stopped; `rm -rf mutants` starts afresh.
 MUTANTS ?= \
 	"tasks.evaluate.*x_decide_promotion__mutmut_*" \
-	"tasks.evaluate.metrics.x_mean__mutmut_*" \
-	"tasks.evaluate.metrics.x_percentile__mutmut_*" \
-	"tasks.evaluate.metrics.x_bootstrap_interval__mutmut_*" \
-	"tasks.evaluate.metrics.x_bootstrap_ratio__mutmut_*" \
-	"tasks.evaluate.metrics.x_paired_difference__mutmut_*" \
+	"core.intervals.x_mean__mutmut_*" \
+	"core.intervals.x_percentile__mutmut_*" \
+	"core.intervals.x_bootstrap_interval__mutmut_*" \
+	"core.intervals.x_bootstrap_ratio__mutmut_*" \
+	"core.intervals.x_around__mutmut_*" \
+	"core.intervals.x_paired_difference__mutmut_*" \
 	"tasks.store.x_write_rows__mutmut_*" \
 	"tasks.store.x_write_table__mutmut_*" \
 	"tasks.store.x_stage_examples__mutmut_*" \

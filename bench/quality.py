@@ -115,8 +115,13 @@ def decoding_line(found: dict) -> str:
     if checked:
         scaffold += (
             "checked by decoding {valid_examples} valid chunks at scaffold bias {scaffold_bias}: "
-            "CER {model_cer} against the scaffold's own {scaffold_cer}; ".format(**checked)
+            "CER {model_cer} against the scaffold's own {scaffold_cer}".format(**checked)
         )
+        if "difference" in checked:  # the departures pay only where it is all below 0
+            scaffold += " (paired {mean:+.5f} [{low:+.5f}, {high:+.5f}])".format(
+                **checked["difference"]
+            )
+        scaffold += "; "
     return scaffold + (
         "markup bias {markup_bias} (valid: {line_starts} line starts, {with_markup} with "
         "markup; their F1 {f1_without_bias} without the bias, {f1_with_bias} with it)"

@@ -236,3 +236,16 @@ def test_calibrate_chooses_the_scaffold_bias_from_the_authors_departures(
     # read as the plain text itself, there is nothing to follow
     plain = calibrate(model, tokenizer, valid)
     assert (plain["scaffold_bias"], plain["tokens_weighed"]) == (0.0, 0)
+
+
+def test_departures_pay_only_beyond_the_noise() -> None:
+    """A fine-tune leaves its scaffold only where its decoded valid answers are closer to the
+    author's on the paired interval, not on a mean a hair lower: on the rust blog a model
+    0.3 % better on 24 valid chunks (0.01389 against 0.01393) wrote 0.0016 worse on test."""
+    from backends.local.calibrate import departures_pay
+
+    scaffold = [0.010, 0.020, 0.030, 0.040, 0.050, 0.060]
+    assert departures_pay([x - 0.005 for x in scaffold], scaffold)  # better on every chunk
+    mixed = [0.000, 0.030, 0.020, 0.050, 0.040, 0.069]  # lower mean, worse on three
+    assert sum(mixed) < sum(scaffold) and not departures_pay(mixed, scaffold)
+    assert not departures_pay(scaffold, scaffold)  # a tie is no reason to depart

@@ -304,7 +304,7 @@ def test_bootstrap_interval_is_the_percentile_bootstrap_by_its_definition():
 
 
 def test_percentile_interpolates_between_values():
-    from tasks.evaluate.metrics import percentile
+    from core.intervals import percentile
 
     assert percentile([0.0, 10.0], 0.25) == 2.5
     assert percentile([1.0, 2.0, 4.0], 0.75) == 3.0
@@ -555,7 +555,7 @@ SPREAD = [0.12, 0.5, 0.33, 0.91, 0.07, 0.64, 0.28, 0.45, 0.8, 0.19, 0.38, 0.71]
 
 
 def test_percentile_interpolates_between_neighbours():
-    from tasks.evaluate.metrics import percentile
+    from core.intervals import percentile
 
     assert percentile([0.0, 10.0, 20.0, 30.0], 0.5) == 15.0
     assert percentile([0.0, 10.0, 20.0, 40.0], 0.9) == pytest.approx(34.0)

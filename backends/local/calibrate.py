@@ -33,9 +33,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
+from statistics import fmean
 from typing import Any
 
 from backends.local.scaffold import Reader, Scaffold, scaffold_name, scaffolded
+from core.intervals import paired_difference
 
 DECODING_JSON = "decoding.json"  # in a fine-tune's adapter folder: the bias and its evidence
 MAX_BIAS = 8.0  # logits: beyond this the model's own scores no longer matter
@@ -209,17 +211,15 @@ def check_departures(
     scaffold: Scaffold | Reader,
     biases: tuple[float, float],
     progress: Callable[[int, int], Any] | None = None,
-) -> tuple[float, float]:
-    """``(model CER, scaffold CER)``: the mean CER over the valid ``examples`` of the model's
-    answers, decoded faithfully under ``biases`` (scaffold, markup) and repaired, and of its
+) -> tuple[list[float], list[float]]:
+    """``(model CERs, scaffold CERs)``: the CER of each valid example of the model's answer,
+    decoded faithfully under ``biases`` (scaffold, markup) and repaired, and of its
     scaffold's own formatting (what following it everywhere writes).
 
     Teacher forcing judges each token on the author's context; a decoded answer lives with
     its own choices, so a wrong departure (a list nested at its first item) can carry on to
     the next items. This check decodes, as the evaluation will.
     """
-    from statistics import fmean
-
     from backends.local.generate import generate
     from backends.local.scaffold import scaffold_function
     from core.faithful import repair
@@ -233,13 +233,23 @@ def check_departures(
         progress=progress,
     )  # fmt: skip
     read = scaffold_function(scaffold)
-    model_cer = fmean(
-        cer(repair(a, p), r) for a, p, r in zip(answers, plains, references, strict=True)
-    )
-    scaffold_cer = fmean(
-        cer(repair(read(p), p), r) for p, r in zip(plains, references, strict=True)
-    )
-    return round(model_cer, 5), round(scaffold_cer, 5)
+    model_cers = [cer(repair(a, p), r) for a, p, r in zip(answers, plains, references, strict=True)]
+    scaffold_cers = [cer(repair(read(p), p), r) for p, r in zip(plains, references, strict=True)]
+    return model_cers, scaffold_cers
+
+
+def departures_pay(model_cers: list[float], scaffold_cers: list[float]) -> bool:
+    """Whether the model's answers are closer to the author's than its scaffold's, beyond the
+    noise of so few examples: the paired CER difference's 95 % interval is all below 0 (the
+    bar the evaluation sets a fine-tune against the base model). A model a hair better on
+    average has not shown that its departures pay, and follows its scaffold.
+
+    >>> departures_pay([0.1, 0.2, 0.3], [0.2, 0.3, 0.4])  # better on every example
+    True
+    >>> departures_pay([0.0, 0.3], [0.1, 0.21])  # better on average, worse on one
+    False
+    """
+    return paired_difference(model_cers, scaffold_cers)["high"] < 0
 
 
 def calibrate(
@@ -257,9 +267,9 @@ def calibrate(
     most that many valid examples, spread over the split (``finetune.max_valid_examples``).
     A model that reads the plain text itself has no scaffold to follow: its scaffold bias is 0.
 
-    ``check``: that many of them (spread) are then decoded (``check_departures``); where the
-    model's answers are not closer to the author's than its scaffold's own formatting, its
-    departures do not pay, and the scaffold bias becomes ``MAX_BIAS``: follow the scaffold.
+    ``check``: that many of them (spread) are then decoded (``check_departures``); unless the
+    model's answers are closer to the author's than its scaffold's own formatting beyond the
+    noise (``departures_pay``), the scaffold bias becomes ``MAX_BIAS``: follow the scaffold.
     ``progress(done, total)``: called as the check decodes.
     """
     from core.chat_data import read_chats
@@ -279,16 +289,18 @@ def calibrate(
     if check and follows and scaffold_bias < MAX_BIAS:
         chosen = (scaffold_bias, bias)
         decoded = spread(examples, check)
-        model_cer, scaffold_cer = check_departures(
+        model_cers, scaffold_cers = check_departures(
             model, tokenizer, decoded, scaffold, chosen, progress
         )
+        difference = paired_difference(model_cers, scaffold_cers)
         found["checked"] = {
             "valid_examples": len(decoded),
             "scaffold_bias": round(scaffold_bias, 3),
-            "model_cer": model_cer,
-            "scaffold_cer": scaffold_cer,
+            "model_cer": round(fmean(model_cers), 5),
+            "scaffold_cer": round(fmean(scaffold_cers), 5),
+            "difference": {bound: round(x, 5) for bound, x in difference.items()},
         }
-        if model_cer >= scaffold_cer:  # its departures do not pay: follow the scaffold
+        if not departures_pay(model_cers, scaffold_cers):  # follow the scaffold
             scaffold_bias = MAX_BIAS
     return found | {
         "scaffold_bias": round(scaffold_bias, 3),

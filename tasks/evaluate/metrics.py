@@ -37,8 +37,6 @@ two
 
 from __future__ import annotations
 
-import math
-import random
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import NotRequired
@@ -46,6 +44,7 @@ from typing import NotRequired
 from markdown_it.token import Token
 from typing_extensions import TypedDict
 
+from core.intervals import Interval, bootstrap_interval, bootstrap_ratio, paired_difference
 from core.markdown import MD, inline_plain, markdown_to_plain
 from core.scores import cer
 
@@ -83,14 +82,6 @@ Counts = tuple[int, int, int]  # (matched, predicted, reference) elements
 
 
 # --- the records: plain dicts at run time (metrics.json, Prefect results), named in signatures
-
-
-class Interval(TypedDict):
-    """A mean with its bootstrap interval (None: nothing to measure, e.g. no gap to close)."""
-
-    mean: float | None
-    low: float | None
-    high: float | None
 
 
 class Score(TypedDict):
@@ -353,104 +344,9 @@ def structure_by_kind(scores: list[Score]) -> dict[str, KindF1]:
     }
 
 
-def mean(values: Sequence[float]) -> float:
-    """The arithmetic mean (exactly rounded sum)."""
-    return math.fsum(values) / len(values)
-
-
-def percentile(ordered: Sequence[float], q: float) -> float:
-    """The q-quantile (0..1) of sorted values, linearly interpolated."""
-    position = q * (len(ordered) - 1)
-    below = math.floor(position)
-    above = min(below + 1, len(ordered) - 1)
-    return ordered[below] + (ordered[above] - ordered[below]) * (position - below)
-
-
-def bootstrap_interval(
-    values: Sequence[float | None],
-    *,
-    samples: int = 2000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> Interval:
-    """Mean and percentile-bootstrap confidence interval of the values (None values skipped).
-
-    The interval is widened to contain the mean if resampling noise ever leaves it outside.
-
-    >>> bootstrap_interval([0.0, 1.0, None], samples=500)
-    {'mean': 0.5, 'low': 0.0, 'high': 1.0}
-    """
-    kept = [value for value in values if value is not None]
-    if not kept:
-        raise ValueError("bootstrap_interval: no values to summarize (empty or all None)")
-    if samples < 1 or not 0 < confidence < 1:
-        raise ValueError(f"bootstrap_interval: bad samples={samples} or confidence={confidence}")
-    centre = mean(kept)
-    if len(kept) == 1:
-        return {"mean": centre, "low": centre, "high": centre}
-    rng = random.Random(seed)
-    means = sorted(mean(rng.choices(kept, k=len(kept))) for _ in range(samples))
-    tail = (1 - confidence) / 2
-    return {
-        "mean": centre,
-        "low": min(centre, percentile(means, tail)),
-        "high": max(centre, percentile(means, 1 - tail)),
-    }
-
-
 def summarize_scores(scores: list[Score]) -> dict[str, Interval]:
     """Bootstrap interval of each of cer, chrf, structure_f1 and text_cer over the examples."""
     return {key: bootstrap_interval([score[key] for score in scores]) for key in SUMMARY_KEYS}
-
-
-def bootstrap_ratio(
-    numerators: Sequence[float],
-    denominators: Sequence[float],
-    *,
-    samples: int = 2000,
-    confidence: float = 0.95,
-    seed: int = 0,
-    empty: float | None = None,
-) -> Interval:
-    """Ratio of means ``sum(numerators) / sum(denominators)`` with a paired bootstrap interval.
-
-    The ratio of the means over the examples, not the mean of per-example ratios: an example
-    weighs by its denominator. Each bootstrap sample draws the example indices once and takes
-    the ratio of the resampled sums, so an example's numerator and denominator stay together
-    (paired). A resample whose denominator is not positive has no ratio and is left out; when
-    the whole sample's is not, every bound is ``empty``. The interval is widened to contain
-    the ratio.
-
-    >>> bootstrap_ratio([1.0, 0.0], [2.0, 2.0], samples=500)  # 1/4, resampled: 0, 1/4, 1/2
-    {'mean': 0.25, 'low': 0.0, 'high': 0.5}
-    >>> bootstrap_ratio([0.0], [0.0], empty=1.0)
-    {'mean': 1.0, 'low': 1.0, 'high': 1.0}
-    """
-    if len(numerators) != len(denominators) or not numerators:
-        raise ValueError("bootstrap_ratio: numerators and denominators: same length, not empty")
-    if samples < 1 or not 0 < confidence < 1:
-        raise ValueError(f"bootstrap_ratio: bad samples={samples} or confidence={confidence}")
-
-    def ratio(indices: Iterable[int]) -> float | None:
-        picked = list(indices)
-        den = math.fsum(denominators[i] for i in picked)
-        return math.fsum(numerators[i] for i in picked) / den if den > 0 else None
-
-    n = len(numerators)
-    centre = ratio(range(n))
-    if centre is None:
-        return {"mean": empty, "low": empty, "high": empty}
-    rng = random.Random(seed)
-    resampled = (ratio(rng.choices(range(n), k=n)) for _ in range(samples))
-    ratios = sorted(r for r in resampled if r is not None)
-    if n == 1 or not ratios:
-        return {"mean": centre, "low": centre, "high": centre}
-    tail = (1 - confidence) / 2
-    return {
-        "mean": centre,
-        "low": min(centre, percentile(ratios, tail)),
-        "high": max(centre, percentile(ratios, 1 - tail)),
-    }
 
 
 def f1_interval(scores: list[Score], kinds: Sequence[str], **bounds) -> Interval:
@@ -529,11 +425,3 @@ def paired_comparisons(
         for other in PAIRED_BASELINES
         if other in models and other != model
     ]
-
-
-def paired_difference(
-    challenger: list[float], champion: list[float], *, samples: int = 2000, confidence: float = 0.95
-) -> Interval:
-    """Mean of challenger - champion per example, with a bootstrap interval (paired)."""
-    diffs = [a - b for a, b in zip(challenger, champion, strict=True)]
-    return bootstrap_interval(diffs, samples=samples, confidence=confidence)
