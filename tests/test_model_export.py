@@ -82,7 +82,8 @@ def test_retrain_exports_the_promoted_model_with_an_artifact(exported) -> None:
 @pytest.mark.parametrize(("quant", "tolerance"), [("f16", 0.05), ("q8_0", 0.6)])
 def test_the_gguf_loads_back_with_the_merged_models_logits(exported, tmp_path, quant, tolerance):
     """f16 rounds each weight to 11 bits; q8_0 to 8 bits a block of 32 (the tiny model's
-    random weights are 10x larger than a trained model's, so its logits move more)."""
+    random weights are 10x larger than a trained model's, so its logits move more). A near
+    tie between two tokens may go either way; a lead of more than twice the tolerance may not."""
     data, profile, result = exported
     model_id = result["finetune"]["model_id"]
     out = tmp_path / "out"
@@ -97,8 +98,10 @@ def test_the_gguf_loads_back_with_the_merged_models_logits(exported, tmp_path, q
         assert back_tokenizer.decode(tokenizer(text)["input_ids"]) == text
         ours, theirs = logits(model, tokenizer, text), logits(back, tokenizer, text)
         assert (ours - theirs).abs().max().item() < tolerance
-        agree = (ours.argmax(-1) == theirs.argmax(-1)).float().mean().item()
-        assert agree >= (1.0 if quant == "f16" else 0.9)
+        same = ours.argmax(-1) == theirs.argmax(-1)
+        assert same.float().mean().item() >= (0.95 if quant == "f16" else 0.9)
+        top = ours.topk(2, dim=-1).values  # where the lead is beyond rounding, no choice moves
+        assert same[top[..., 0] - top[..., 1] > 2 * tolerance].all()
     chat = [{"role": "system", "content": SYSTEM_MESSAGE}, {"role": "user", "content": "Hi"}]
     prompt = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
     again = back_tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
