@@ -180,6 +180,20 @@ def run_pipeline(sources: list[str], profile: str, data_dir: str) -> dict:
         return retrain(sources, profile, data_dir)
 
 
+def checked_inputs(sources: list[str], profile: str) -> None:
+    """Before any flow starts: a source that is not there, or a profile that does not load, is
+    one line naming it and what to do (the checks ``pgpt`` makes), exit code 1."""
+    from config.settings import load_settings
+    from core.errors import InputError
+    from tasks.scrape import checked_sources
+
+    try:
+        checked_sources(sources, local=True)
+        load_settings(profile)
+    except (InputError, ValueError, OSError) as error:
+        sys.exit(f"bench/quality.py: {error}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -210,6 +224,7 @@ def main() -> None:
             for post in corpus_posts(args.articles):  # one folder: read as a Medium export
                 shutil.copy(post, folder / post.name)
             sources = [str(folder)]
+        checked_inputs(sources, args.profile)
         result = run_pipeline(sources, args.profile, data_dir)
     minutes, load_end = (time.monotonic() - start) / 60, load()
     report_dir = Path(result["evaluate"]["report_dir"])
