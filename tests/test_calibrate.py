@@ -238,6 +238,32 @@ def test_calibrate_chooses_the_scaffold_bias_from_the_authors_departures(
     assert (plain["scaffold_bias"], plain["tokens_weighed"]) == (0.0, 0)
 
 
+def test_the_check_copies_ahead_as_a_fine_tune_decodes(tiny) -> None:
+    """The check decodes with the training model, which is not marked ``fine_tuned``: it
+    must copy ahead all the same (on the rust blog, one a pass took 35 s a chunk), with the
+    answers decoding one token a pass gives."""
+    from backends.local.calibrate import check_departures
+    from core.faithful import repair
+    from core.scores import cer
+
+    model, tokenizer = tiny
+    example = [*chat(markdown_to_plain(ANSWER)), _assistant(ANSWER)]
+    seen: list[int] = []
+    hook = model.register_forward_hook(lambda *_: seen.append(1))
+    try:
+        details: list[dict] = []
+        [one_a_pass] = generate(
+            model, tokenizer, [example[:-1]], faithful=True, scaffold=_read_as_answer,
+            scaffold_bias=8.0, markup_bias=0.0, details=details, copy_ahead_rows=0,
+        )  # fmt: skip
+        tokens, seen[:] = details[0]["completion_tokens"], []
+        model_cers, _ = check_departures(model, tokenizer, [example], _read_as_answer, (8.0, 0.0))
+    finally:
+        hook.remove()
+    assert model_cers == [cer(repair(one_a_pass, markdown_to_plain(ANSWER)), ANSWER)]
+    assert tokens > 10 and len(seen) < 0.8 * tokens
+
+
 def test_departures_pay_only_beyond_the_noise() -> None:
     """A fine-tune leaves its scaffold only where its decoded valid answers are closer to the
     author's on the paired interval, not on a mean a hair lower: on the rust blog a model

@@ -218,7 +218,9 @@ def check_departures(
 
     Teacher forcing judges each token on the author's context; a decoded answer lives with
     its own choices, so a wrong departure (a list nested at its first item) can carry on to
-    the next items. This check decodes, as the evaluation will.
+    the next items. This check decodes, as the evaluation will, copying ahead
+    (``backends.local.decode``) as a fine-tune does: the same tokens as one a pass, in a
+    fraction of the passes (``model`` is the training one, not yet marked ``fine_tuned``).
     """
     from backends.local.generate import generate
     from backends.local.scaffold import scaffold_function
@@ -230,7 +232,7 @@ def check_departures(
     answers = generate(
         model, tokenizer, [messages[:-1] for messages in examples], faithful=True,
         scaffold=scaffold, scaffold_bias=biases[0], markup_bias=biases[1], batch_size=1,
-        progress=progress,
+        copy_ahead_rows=1, progress=progress,
     )  # fmt: skip
     read = scaffold_function(scaffold)
     model_cers = [cer(repair(a, p), r) for a, p, r in zip(answers, plains, references, strict=True)]
