@@ -26,6 +26,7 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    ValidationError,
 )
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
@@ -256,7 +257,9 @@ class Settings(_Section):
 def load_settings(profile: str | None = None, data_dir: str | Path | None = None) -> Settings:
     """Defaults, overridden by the profile's YAML, then by ``data_dir`` (or ``PGPT_DATA_DIR``).
 
-    ``profile`` is a name in ``config/profiles/`` or the path of a ``.yaml`` file.
+    ``profile`` is a name in ``config/profiles/`` or the path of a ``.yaml`` file. A profile
+    that does not load is a ValueError of one line naming the file and what is wrong in it
+    (the CLI and the benches print it as it is).
     """
     name = profile or DEFAULT_PROFILE
     path = Path(name) if name.endswith((".yaml", ".yml")) else PROFILES_DIR / f"{name}.yaml"
@@ -266,7 +269,11 @@ def load_settings(profile: str | None = None, data_dir: str | Path | None = None
             f"unknown profile {name!r} (no {path}); known profiles: {known}, "
             "or the path of a .yaml file"
         )
-    overrides: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
+    try:
+        overrides: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
+    except yaml.MarkedYAMLError as error:
+        where = f" at line {error.problem_mark.line + 1}" if error.problem_mark else ""
+        raise ValueError(f"{path}: not YAML: {error.problem}{where}; fix the file") from None
     if not isinstance(overrides, dict):
         raise ValueError(
             f"{path} holds a YAML {type(overrides).__name__}, not a mapping of sections "
@@ -276,4 +283,9 @@ def load_settings(profile: str | None = None, data_dir: str | Path | None = None
     chosen_dir = data_dir or os.environ.get("PGPT_DATA_DIR")
     if chosen_dir:
         overrides["data_dir"] = Path(chosen_dir)
-    return Settings.model_validate(overrides)
+    try:
+        return Settings.model_validate(overrides)
+    except ValidationError as error:
+        wrong = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        every = "config/settings.py has every key"
+        raise ValueError(f"{path}: {wrong}; fix the file ({every})") from None

@@ -16,10 +16,15 @@ SAMPLE_POSTS = str(ROOT / "data" / "sample" / "posts")
     [
         ("no-such-folder", "quick", "no-such-folder' is no file or folder"),
         (SAMPLE_POSTS, "nope", "unknown profile 'nope'"),
+        (SAMPLE_POSTS, "finetune:\n  stpes: 5\n", "finetune.stpes: Extra inputs are not"),
+        (SAMPLE_POSTS, "finetune: [1\n", "not YAML"),
     ],
 )
 def test_a_bad_input_is_one_line(tmp_path, source: str, profile: str, said: str) -> None:
     data = tmp_path / "data"
+    if "\n" in profile:  # a profile file's text
+        (tmp_path / "bad.yaml").write_text(profile)
+        profile = str(tmp_path / "bad.yaml")
     command = [sys.executable, str(ROOT / "bench" / "quality.py"), "--data-dir", str(data)]
     done = subprocess.run(
         [*command, "--source", source, "--profile", profile],
