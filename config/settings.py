@@ -187,8 +187,9 @@ class FinetuneSettings(_Section):
     # 202 chunks of a 75-article valid split took 9 min
     check_valid_examples: int = Field(24, ge=0)  # of those, valid chunks decoded after the
     # calibration to check that the model's departures from its scaffold pay (CER against the
-    # scaffold's own; else it follows the scaffold: backends/local/calibrate.py). ~3-8 s each;
-    # 0: no check
+    # scaffold's own; else it follows the scaffold: backends/local/calibrate.py). 2.5 s each
+    # where the answers copy the scaffold, ~11 s where they depart (decoded copying ahead); 0:
+    # no check
     max_seq_tokens: int = Field(1536, ge=16)  # longer examples are cut at the end (and counted)
     lora_r: PositiveInt = 16  # adapter rank
     lora_alpha: PositiveInt = 32  # scale = alpha / r = 2
