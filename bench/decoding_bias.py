@@ -1,16 +1,20 @@
 """A fine-tune's decoding biases: what its valid split chose, and what other biases would do.
 
 For a trained local model, prints the calibration on the valid split
-(``backends.local.calibrate``: the scaffold bias, then the markup bias), then generates the
-test chunks (spread over the test split, as the evaluation takes them) in faithful mode once
-per setting, repaired as the evaluation repairs them, and prints CER, gap closed and visible
-F1 for each, with identity, the ceiling, the rules and the author's rules as anchors. The
+(``backends.local.calibrate``: the scaffold bias, then the markup bias; ``--saved``: none,
+"auto" is then the biases the model was saved with), then generates the
+test chunks (spread over the test split, as the evaluation takes them; ``--split valid``:
+the valid chunks) in faithful mode once per setting, repaired as the evaluation repairs them,
+and prints CER, gap closed and visible F1 for each, with identity, the ceiling, the rules and
+the author's rules as anchors, and each setting's paired CER difference against them. The
 test figures are for reading only: a model decodes with the biases its valid split chose
 ("auto"). A setting is ``SCAFFOLD_BIAS/MARKUP_BIAS``, each logits or auto.
 
     .venv/bin/python bench/decoding_bias.py --data-dir data --model MODEL_ID --bias auto/auto \
         --bias 0/auto --bias 0/0
     .venv/bin/python bench/decoding_bias.py --data-dir D --model ID --bias auto/auto --chunks 32
+    .venv/bin/python bench/decoding_bias.py --data-dir D --model ID --split valid --chunks 24 \
+        --saved --bias 1/auto --bias 3/auto   # would departures the model is surer of pay?
 """
 
 from __future__ import annotations
@@ -30,7 +34,11 @@ def main() -> None:
     parser.add_argument(
         "--bias", action="append", default=[], help="SCAFFOLD/MARKUP logits or auto; repeat"
     )
-    parser.add_argument("--chunks", type=int, default=32, help="test chunks (32, as the bench)")
+    parser.add_argument("--chunks", type=int, default=32, help="chunks (32, as the bench)")
+    parser.add_argument("--split", default="test", choices=("test", "valid"))
+    parser.add_argument(
+        "--saved", action="store_true", help="auto: the model's saved biases (no calibration)"
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from backends.local import LocalBackend
@@ -42,6 +50,7 @@ def main() -> None:
     from core.rules import rules_markdown
     from core.sample import spread
     from tasks.evaluate import conversations
+    from tasks.evaluate.metrics import paired_comparisons
 
     backend = LocalBackend(args.data_dir, FinetuneSettings(threads=0))
     model, tokenizer = backend.load(args.model)
@@ -49,12 +58,18 @@ def main() -> None:
     started = time.perf_counter()
     settings = FinetuneSettings.model_validate(job.settings)  # as training calibrates
     scaffold = getattr(model, "scaffold", "none")
-    found = calibrate(
-        model, tokenizer, job.valid, scaffold, settings.max_valid_examples,
-        settings.check_valid_examples,
-    )  # fmt: skip
-    print(f"valid split: {decoding_line(found)} ({time.perf_counter() - started:.0f} s)")
-    rows = spread(read_chats(Path(job.train).with_name("test.jsonl")), args.chunks)
+    if args.saved:  # the biases the model decodes with, as training chose them
+        found = {key: getattr(model, key, 0.0) for key in ("scaffold_bias", "markup_bias")}
+    else:
+        found = calibrate(
+            model, tokenizer, job.valid, scaffold, settings.max_valid_examples,
+            settings.check_valid_examples,
+        )  # fmt: skip
+        print(f"valid split: {decoding_line(found)} ({time.perf_counter() - started:.0f} s)")
+    rows = read_chats(Path(job.train).with_name(f"{args.split}.jsonl"))
+    if args.split == "valid":  # the chunks the calibration weighs; --chunks 24: its check's
+        rows = spread(rows, settings.max_valid_examples)
+    rows = spread(rows, args.chunks)
     examples = [{"plain": m[-2]["content"], "reference": m[-1]["content"]} for m in rows]
     table = [{"index": i, **e, "identity": e["plain"]} for i, e in enumerate(examples)]
     for row in table:
@@ -64,6 +79,7 @@ def main() -> None:
     chats = conversations(examples, rows[0][0]["content"])
     from backends.local.generate import generate
 
+    names: list[str] = []  # one per setting: its answers' column
     for setting in args.bias or ["auto/auto"]:
         follow, markup = (
             found[key] if value == "auto" else float(value)
@@ -76,10 +92,15 @@ def main() -> None:
         )  # fmt: skip
         seconds = time.perf_counter() - started
         name = f"s{follow:g}/m{markup:g}"
+        names.append(name)
         for row, answer in zip(table, answers, strict=True):
             row[name] = repair(answer, row["plain"])
         print(f"{name} (scaffold bias/markup bias): {len(answers)} chunks in {seconds:.0f} s")
-    print("\n".join(summary_lines(score_answer_rows(table))))
+    metrics = score_answer_rows(table)
+    metrics["paired_cer"] = [
+        paired for name in names for paired in paired_comparisons(metrics["models"], name)
+    ]
+    print("\n".join(summary_lines(metrics)))
 
 
 if __name__ == "__main__":
