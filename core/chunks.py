@@ -65,17 +65,35 @@ def pack(units: list[str], render: Callable[[list[str]], str], max_tokens: int) 
 
 def greedy(units: list[str], render: Callable[[list[str]], str], max_tokens: int) -> list[str]:
     """Consecutive units in pieces whose ``render`` is at most ``max_tokens``, each filled
-    before the next is begun (a unit over the budget on its own is a piece of its own)."""
+    before the next is begun (a unit over the budget on its own is a piece of its own).
+
+    A piece's end is found by doubling its length while it fits, then halving the step back:
+    a few counts a piece, where adding one unit at a time counted every prefix (a paragraph
+    cut at its words is hundreds of units). A piece then fits and the same piece with its
+    next unit does not; a shorter one may rarely not fit either (a BPE merge across a unit's
+    edge can take a token back), which only makes the piece fuller.
+
+    >>> greedy(["a", "b", "c", "d", "e"], " ".join, max_tokens=3)
+    ['a b c', 'd e']
+    """
     pieces: list[str] = []
-    current: list[str] = []
-    for unit in units:
-        if current and count_tokens(render([*current, unit])) > max_tokens:
-            pieces.append(render(current))
-            current = []
-        current.append(unit)
-    if current:
-        pieces.append(render(current))
+    start = 0
+    while start < len(units):
+        end, step = start + 1, 1  # units[start:end] is the piece: at least one unit
+        while end + step <= len(units) and fits(render(units[start : end + step]), max_tokens):
+            end, step = end + step, 2 * step
+        while step > 1:  # units[start:end + step] is over: the last fitting end lies within
+            step //= 2
+            if end + step <= len(units) and fits(render(units[start : end + step]), max_tokens):
+                end += step
+        pieces.append(render(units[start:end]))
+        start = end
     return pieces
+
+
+def fits(text: str, max_tokens: int) -> bool:
+    """Whether a text is at most ``max_tokens`` tokens."""
+    return count_tokens(text) <= max_tokens
 
 
 def cut_text(text: str, max_tokens: int) -> list[str]:

@@ -42,6 +42,24 @@ def tiny_model(tmp_path_factory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 
+@pytest.fixture(scope="session")
+def retrained(tmp_path_factory, tiny_model) -> tuple[Path, str, dict]:
+    """(data dir, profile, result) of one retrain run of the sample with the tiny model (3
+    steps, 3 test chunks): the tests that read a finished run share it. A test that runs
+    more in it (tests/test_evaluate.py promotes a twin) leaves the first run's files as
+    they were."""
+    from config.runtime import results_in
+    from flows.retrain import retrain
+
+    from tinymodel import write_tiny_profile
+
+    data = tmp_path_factory.mktemp("retrained")
+    profile = str(write_tiny_profile(data / "tiny.yaml", tiny_model))
+    with results_in(data):
+        result = retrain(None, profile, str(data))
+    return data, profile, result
+
+
 @pytest.fixture
 def tiny_profile(tmp_path, tiny_model) -> str:
     """A profile (YAML path) that fine-tunes the tiny model for a few steps."""

@@ -12,9 +12,9 @@ import pytest
 
 from config.runtime import results_in
 from config.settings import load_settings
+from core.runs import set_current_model
 from flows.evaluate import evaluate
 from flows.ingest import ingest
-from flows.retrain import retrain
 from tasks.store import parquet_path
 
 from conftest import SAMPLE, task_states
@@ -75,21 +75,20 @@ def test_an_existing_cluster_runs_the_cleaning_on_its_workers(tmp_path):
     assert without_run_columns(table).equals(without_run_columns(expected))
 
 
-def test_the_evaluation_on_dask_gives_the_same_answers(tmp_path, tiny_profile):
+def test_the_evaluation_on_dask_gives_the_same_answers(tmp_path, retrained):
     """Generation fans out to Dask worker processes (each loads the model) and still gives
     exactly the answers the thread pool gave (greedy decoding)."""
-    data = tmp_path / "threads"
-    with results_in(data):
-        first = retrain(None, tiny_profile, str(data))
+    data, tiny_profile, first = retrained  # a retrain run on the default thread pool
     report = Path(first["evaluate"]["report_dir"])
+    model_id = first["finetune"]["model_id"]
     copy = tmp_path / "dask"  # another data dir: no cached answers there
-    for part in ("jsonl", "parquet", "models"):
+    for part in ("jsonl", "parquet", f"models/{model_id}"):
         shutil.copytree(data / part, copy / part)
+    set_current_model(copy, model_id)  # the champion is the model itself, as after its run
     profile = tmp_path / "tiny-dask.yaml"
     profile.write_text(
         Path(tiny_profile).read_text() + "runner:\n  task_runner: dask\n  dask_workers: 2\n"
     )
-    model_id = first["finetune"]["model_id"]
     with results_in(copy):
         state = evaluate(str(profile), str(copy), model_id=model_id, return_state=True)
     again = state.result()

@@ -25,7 +25,6 @@ from core.chat_data import to_chat, write_jsonl
 from core.markdown import markdown_to_plain
 from core.runs import current_model
 from flows.evaluate import evaluate
-from flows.retrain import retrain
 from tasks.evaluate import (
     computed_model,
     computing_function,
@@ -37,21 +36,11 @@ from tasks.evaluate.ceiling import without_invisible
 from tasks.store import read_runs
 
 from conftest import SAMPLE, task_states
-from tinymodel import chat, write_tiny_profile
+from tinymodel import chat
 
 N_SAMPLE = len(list((SAMPLE / "posts").glob("*.html")))
 KEYS = {"model_id", "cer", "chrf", "structure_f1", "text_cer", "seconds_per_example", "cost_usd"}
 NEW_KEYS = {"visible_f1", "invisible_f1", "gap_closed"}
-
-
-@pytest.fixture(scope="module")
-def retrained(tmp_path_factory, tiny_model):
-    """One retrain run of the sample with the tiny model (3 steps, 3 test chunks)."""
-    data = tmp_path_factory.mktemp("data")
-    profile = write_tiny_profile(data / "tiny.yaml", tiny_model)
-    with results_in(data):
-        result = retrain(None, str(profile), str(data))
-    return data, str(profile), result
 
 
 def test_retrain_writes_every_output(retrained):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import random
 import re
 from collections import Counter
 
 from config.settings import ExamplesSettings
-from core.chunks import chunk_markdown, split_block, split_blocks
+from core.chunks import chunk_markdown, greedy, split_block, split_blocks
 from core.markdown import markdown_to_plain
 from core.tokens import count_tokens
 from tasks.examples import article_examples, assign_splits, build_examples
@@ -134,6 +135,43 @@ def test_what_cannot_be_cut_stays_one_oversized_chunk():
     ]
     heading = "# " + "word " * 50
     assert split_block(heading.strip(), max_tokens=10) == [heading.strip()]
+
+
+def one_at_a_time(units: list[str], max_tokens: int) -> list[str]:
+    """Greedy packing as the definition reads: add units while the piece still fits."""
+    pieces, current = [], []
+    for unit in units:
+        if current and count_tokens(" ".join([*current, unit])) > max_tokens:
+            pieces.append(" ".join(current))
+            current = []
+        current.append(unit)
+    return [*pieces, " ".join(current)] if current else pieces
+
+
+def test_greedy_fills_each_piece_with_few_counts(monkeypatch):
+    """Each piece is full (its next unit would not fit) and, where counts grow with the units
+    (words joined by spaces), the pieces are those of adding one unit at a time; a piece of
+    n units costs about 2 log2(n) counts, not n."""
+    import core.chunks
+
+    rng = random.Random(7)
+    vocabulary = ["a", "tool", "hammers,", "saws.", "Thereafter", "x1", "—", "don't"]
+    counted = []
+
+    def counting(text: str) -> int:
+        counted.append(text)
+        return count_tokens(text)
+
+    monkeypatch.setattr(core.chunks, "count_tokens", counting)
+    for budget in (1, 7, 40, 300):
+        units = [rng.choice(vocabulary) for _ in range(rng.randrange(1, 400))]
+        counted.clear()
+        pieces = greedy(units, " ".join, budget)
+        assert pieces == one_at_a_time(units, budget)
+        assert len(counted) <= 2 * len(pieces) * (2 + (len(units) // len(pieces)).bit_length())
+        ends = [len(" ".join(pieces[: i + 1]).split()) for i in range(len(pieces) - 1)]
+        for piece, end in zip(pieces, ends, strict=False):
+            assert count_tokens(f"{piece} {units[end]}") > budget  # the next unit overflows
 
 
 def test_chunks_are_as_even_as_the_blocks_allow():

@@ -427,8 +427,10 @@ def test_smollm2_exports_a_gguf_that_loads_back_with_its_logits(smollm2_tuned) -
     texts.append("Why I keep a journal\n\nIt helps me think — and “remember”.")
     # (quant, mean KL divergence of the next-token distributions in nats, share of positions
     # with the same top token): llama.cpp judges its quantizations by that KL divergence;
-    # q8_0 keeps 8 bits a block of 32 weights (about 0.001 nats here), f16 11 bits a weight
-    for quant, tolerance, agree in [("f16", 1e-4, 0.99), ("q8_0", 0.01, 0.95)]:
+    # q8_0 (the default) keeps 8 bits a block of 32 weights (about 0.001 nats here). f16 is
+    # checked on the tiny model (tests/test_model_export.py): reading a GGUF back costs
+    # transformers half a minute here, most of it parsing the tokenizer's fields
+    for quant, tolerance, agree in [("q8_0", 0.01, 0.95)]:
         out = data / f"gguf-{quant}"
         args = ["--data-dir", str(data), "export-model", "--to", str(out), "--quant", quant]
         result = CliRunner().invoke(app, args)
