@@ -85,6 +85,8 @@ MUTANTS ?= \
 	"tasks.store.x_write_table__mutmut_*" \
 	"tasks.store.x_stage_examples__mutmut_*" \
 	"core.chunks.x_pack__mutmut_*" \
+	"core.chunks.x_greedy__mutmut_*" \
+	"core.chunks.x_fits__mutmut_*" \
 	"core.io.*" \
 	"core.faithful.x_fill__mutmut_*" \
 	"core.faithful.x_akin__mutmut_*" \

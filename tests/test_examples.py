@@ -7,7 +7,7 @@ import re
 from collections import Counter
 
 from config.settings import ExamplesSettings
-from core.chunks import chunk_markdown, greedy, split_block, split_blocks
+from core.chunks import chunk_markdown, greedy, pack, split_block, split_blocks
 from core.markdown import markdown_to_plain
 from core.tokens import count_tokens
 from tasks.examples import article_examples, assign_splits, build_examples
@@ -172,6 +172,16 @@ def test_greedy_fills_each_piece_with_few_counts(monkeypatch):
         ends = [len(" ".join(pieces[: i + 1]).split()) for i in range(len(pieces) - 1)]
         for piece, end in zip(pieces, ends, strict=False):
             assert count_tokens(f"{piece} {units[end]}") > budget  # the next unit overflows
+
+
+def test_pack_takes_the_smallest_budget_that_needs_no_more_pieces():
+    """Five one-token words at 4 tokens: greedy fills 4 and leaves 1; the budget is searched
+    down to 3, the smallest that still makes two pieces (2 would make three)."""
+    words = list("abcde")
+    assert greedy(words, " ".join, 4) == ["a b c d", "e"]
+    assert len(greedy(words, " ".join, 2)) == 3
+    assert pack(words, " ".join, 4) == ["a b c", "d e"]
+    assert pack(words[:3], " ".join, 4) == ["a b c"]  # one piece: as it is
 
 
 def test_chunks_are_as_even_as_the_blocks_allow():
