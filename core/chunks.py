@@ -78,13 +78,17 @@ def greedy(units: list[str], render: Callable[[list[str]], str], max_tokens: int
     """
     pieces: list[str] = []
     start = 0
+
+    def grows(end: int) -> bool:  # units[start:end] exists and fits
+        return end <= len(units) and fits(render(units[start:end]), max_tokens)
+
     while start < len(units):
         end, step = start + 1, 1  # units[start:end] is the piece: at least one unit
-        while end + step <= len(units) and fits(render(units[start : end + step]), max_tokens):
+        while grows(end + step):
             end, step = end + step, 2 * step
         while step > 1:  # units[start:end + step] is over: the last fitting end lies within
             step //= 2
-            if end + step <= len(units) and fits(render(units[start : end + step]), max_tokens):
+            if grows(end + step):
                 end += step
         pieces.append(render(units[start:end]))
         start = end

@@ -45,9 +45,10 @@ def tiny_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def retrained(tmp_path_factory, tiny_model) -> tuple[Path, str, dict]:
     """(data dir, profile, result) of one retrain run of the sample with the tiny model (3
-    steps, 3 test chunks): the tests that read a finished run share it. A test that runs
-    more in it (tests/test_evaluate.py promotes a twin) leaves the first run's files as
-    they were."""
+    steps, 3 test chunks): the tests that read a finished run share it. A test may run
+    more in it: tests/test_evaluate.py promotes a twin, which changes ``current.json`` and
+    ``runs.parquet``, so a test that needs the first run as current sets it again
+    (tests/test_dask.py calls ``set_current_model``)."""
     from config.runtime import results_in
     from flows.retrain import retrain
 
