@@ -1,20 +1,24 @@
 """A fine-tune's decoding biases: what its valid split chose, and what other biases would do.
 
 For a trained local model, prints the calibration on the valid split
-(``backends.local.calibrate``: the scaffold bias, then the markup bias; ``--saved``: none,
+(``backends.local.calibrate``: the scaffold biases, then the markup bias; ``--saved``: none,
 "auto" is then the biases the model was saved with), then generates the
 test chunks (spread over the test split, as the evaluation takes them; ``--split valid``:
 the valid chunks) in faithful mode once per setting, repaired as the evaluation repairs them,
 and prints CER, gap closed and visible F1 for each, with identity, the ceiling, the rules and
 the author's rules as anchors, and each setting's paired CER difference against them. The
 test figures are for reading only: a model decodes with the biases its valid split chose
-("auto"). A setting is ``SCAFFOLD_BIAS/MARKUP_BIAS``, each logits or auto.
+("auto"). A setting is ``SCAFFOLD_BIAS/BLOCK_BIAS/MARKUP_BIAS``, each logits or auto (the
+scaffold bias inside lines, the block bias where a block's kind is decided:
+``backends.local.faithful``); ``SCAFFOLD_BIAS/MARKUP_BIAS`` is one scaffold bias for both.
 
     .venv/bin/python bench/decoding_bias.py --data-dir data --model MODEL_ID --bias auto/auto \
         --bias 0/auto --bias 0/0
     .venv/bin/python bench/decoding_bias.py --data-dir D --model ID --bias auto/auto --chunks 32
     .venv/bin/python bench/decoding_bias.py --data-dir D --model ID --split valid --chunks 24 \
         --saved --bias 1/auto --bias 3/auto   # would departures the model is surer of pay?
+    .venv/bin/python bench/decoding_bias.py --data-dir D --model ID --split valid --chunks 24 \
+        --saved --bias auto/8/auto   # inline departures only: blocks held to the scaffold
 """
 
 from __future__ import annotations
@@ -27,12 +31,35 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+BIASES = ("scaffold_bias", "block_bias", "markup_bias")  # a setting's parts, in its order
+
+
+def biases(setting: str, found: dict) -> tuple[float, float, float]:
+    """``(scaffold, block, markup)`` of a setting, "auto" taken from ``found``; a two-part
+    setting is one scaffold bias for both (a model saved without a block bias has that).
+
+    >>> biases("auto/8/0.5", {"scaffold_bias": 1.0})
+    (1.0, 8.0, 0.5)
+    >>> biases("2/auto", {"markup_bias": 0.25})
+    (2.0, 2.0, 0.25)
+    """
+    parts = setting.split("/")
+    if len(parts) == 2:
+        parts = [parts[0], parts[0], parts[1]]
+    values = dict(zip(BIASES, parts, strict=True))
+    if values["block_bias"] == "auto" and "block_bias" not in found:
+        values["block_bias"] = values["scaffold_bias"]
+    return tuple(  # type: ignore[return-value]
+        float(found[key]) if value == "auto" else float(value) for key, value in values.items()
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--model", required=True, help="a fine-tuned local model id")
     parser.add_argument(
-        "--bias", action="append", default=[], help="SCAFFOLD/MARKUP logits or auto; repeat"
+        "--bias", action="append", default=[], help="SCAFFOLD[/BLOCK]/MARKUP logits or auto; repeat"
     )
     parser.add_argument("--chunks", type=int, default=32, help="chunks (32, as the bench)")
     parser.add_argument("--split", default="test", choices=("test", "valid"))
@@ -59,7 +86,7 @@ def main() -> None:
     settings = FinetuneSettings.model_validate(job.settings)  # as training calibrates
     scaffold = getattr(model, "scaffold", "none")
     if args.saved:  # the biases the model decodes with, as training chose them
-        found = {key: getattr(model, key, 0.0) for key in ("scaffold_bias", "markup_bias")}
+        found = {key: getattr(model, key, 0.0) for key in BIASES}
     else:
         found = calibrate(
             model, tokenizer, job.valid, scaffold, settings.max_valid_examples,
@@ -80,22 +107,19 @@ def main() -> None:
     from backends.local.generate import generate
 
     names: list[str] = []  # one per setting: its answers' column
-    for setting in args.bias or ["auto/auto"]:
-        follow, markup = (
-            found[key] if value == "auto" else float(value)
-            for key, value in zip(("scaffold_bias", "markup_bias"), setting.split("/"), strict=True)
-        )
+    for setting in args.bias or ["auto/auto/auto"]:
+        follow, block, markup = biases(setting, found)
         started = time.perf_counter()
         answers = generate(  # one at a time: copy-ahead decoding, the same answers, faster
             model, tokenizer, chats, faithful=True, markup_bias=markup, scaffold_bias=follow,
-            batch_size=1,
+            block_bias=block, batch_size=1,
         )  # fmt: skip
         seconds = time.perf_counter() - started
-        name = f"s{follow:g}/m{markup:g}"
+        name = f"s{follow:g}/b{block:g}/m{markup:g}"
         names.append(name)
         for row, answer in zip(table, answers, strict=True):
             row[name] = repair(answer, row["plain"])
-        print(f"{name} (scaffold bias/markup bias): {len(answers)} chunks in {seconds:.0f} s")
+        print(f"{name} (scaffold/block/markup bias): {len(answers)} chunks in {seconds:.0f} s")
     metrics = score_answer_rows(table)
     metrics["paired_cer"] = [
         paired for name in names for paired in paired_comparisons(metrics["models"], name)

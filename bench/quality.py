@@ -105,23 +105,22 @@ def figure(value: dict | None, digits: int = 3) -> str:
 def decoding_line(found: dict) -> str:
     """The biases a fine-tune's valid split chose (``backends.local.calibrate``), in a line."""
     scaffold = (
-        "scaffold bias {scaffold_bias} (valid: {tokens_weighed} answer tokens weighed; the "
-        "author departs from the scaffold at {author_departures}, the model at "
-        "{model_departures}); ".format(**found)
+        "scaffold bias {scaffold_bias}, block bias {block_bias} (valid: {tokens_weighed} "
+        "decisions weighed; the author departs from the scaffold at {author_departures}, "
+        "the model at {model_departures}; inside lines {inline_weighed}, "
+        "{inline_author_departures} and {inline_model_departures}); ".format(**found)
         if "scaffold_bias" in found
         else ""
     )
-    checked = found.get("checked")
-    if checked:
+    for checked in found.get("checked", []):  # each decoded try, until one paid
         scaffold += (
-            "checked by decoding {valid_examples} valid chunks at scaffold bias {scaffold_bias}: "
-            "CER {model_cer} against the scaffold's own {scaffold_cer}".format(**checked)
+            "checked by decoding {valid_examples} valid chunks at scaffold bias {scaffold_bias}, "
+            "block bias {block_bias}: CER {model_cer} against the scaffold's own "
+            "{scaffold_cer}".format(**checked)
         )
-        if "difference" in checked:  # the departures pay only where it is all below 0
-            scaffold += " (paired {mean:+.5f} [{low:+.5f}, {high:+.5f}])".format(
-                **checked["difference"]
-            )
-        scaffold += "; "
+        scaffold += " (paired {mean:+.5f} [{low:+.5f}, {high:+.5f}]); ".format(
+            **checked["difference"]
+        )
     return scaffold + (
         "markup bias {markup_bias} (valid: {line_starts} line starts, {with_markup} with "
         "markup; their F1 {f1_without_bias} without the bias, {f1_with_bias} with it)"

@@ -18,7 +18,7 @@ from test_local_model import chat, prompt_ids
 from backends.local import calibrate as calibrate_module
 from backends.local import faithful as faithful_module
 from backends.local import follow as follow_module
-from backends.local.calibrate import answer_margins, calibrate, choose_bias
+from backends.local.calibrate import Biases, answer_margins, calibrate, choose_bias
 from backends.local.decode import decode
 from backends.local.faithful import BLOCK_START, FaithfulProcessor, markup_token_ids, vocabulary
 from backends.local.generate import generate, stop_token_ids
@@ -188,20 +188,24 @@ def test_the_scaffold_bias_holds_the_answer_to_what_the_model_read(tiny) -> None
 
 
 def test_follow_margins_stand_for_the_decoders_choice(tiny) -> None:
-    """Teacher-forced on the decoder's own tokens, a follow margin plus the bias is positive
-    exactly where the decoder followed its scaffold."""
+    """Teacher-forced on the decoder's own tokens, a follow margin plus its kind's bias
+    (inside a line, or where a block's kind is decided) is positive exactly where the
+    decoder followed its scaffold."""
     model, tokenizer = tiny
     stops = stop_token_ids(tokenizer)
     prompt = prompt_ids(tokenizer, chat(ANSWER))  # the model reads the scaffold
     source = tokenizer(ANSWER, add_special_tokens=False)["input_ids"]
-    weighed: list[bool] = []  # (the tiny model's own top tokens seldom fit: few are weighed)
-    for bias in (0.0, 1.5, -1.5, 4.0):
-        chooser = FaithfulProcessor(tokenizer, [PLAIN], stops, 0, 0.0, [ANSWER], bias)
+    weighed: dict[str, list[bool]] = {"block": [], "inline": []}  # (the tiny model's own top
+    # tokens seldom fit: few are weighed)
+    for inline, block in ((0.0, 0.0), (1.5, 1.5), (-1.5, -1.5), (4.0, 4.0), (-1.5, 4.0)):
+        chooser = FaithfulProcessor(tokenizer, [PLAIN], stops, 0, 0.0, [ANSWER], inline, block)
         [(tokens, _)] = decode(model, [prompt], [source], [120], chooser, stops=stops, pad_id=0)
         follows, _ = answer_margins(model, vocabulary(tokenizer), prompt, tokens, PLAIN, ANSWER)
-        weighed += [followed for _, followed in follows]
-        assert all((margin + bias > 0) == followed for margin, followed in follows)
-    assert len(weighed) > 10 and set(weighed) == {True, False}
+        for kind, bias in (("inline", inline), ("block", block)):
+            weighed[kind] += [followed for _, followed in follows[kind]]
+            assert all((margin + bias > 0) == followed for margin, followed in follows[kind])
+    for kind in ("block", "inline"):
+        assert len(weighed[kind]) > 5 and set(weighed[kind]) == {True, False}, kind
 
 
 def test_calibrate_chooses_the_scaffold_bias_from_the_authors_departures(
@@ -230,9 +234,15 @@ def test_calibrate_chooses_the_scaffold_bias_from_the_authors_departures(
     exact = {"messages": [*chat(markdown_to_plain(ANSWER)), _assistant(ANSWER)]}
     valid.write_text(json.dumps(exact) + "\n")
     checked = calibrate(model, tokenizer, valid, _read_as_answer, check=1)
-    assert checked["checked"]["scaffold_cer"] == 0.0 < checked["checked"]["model_cer"]
-    assert 0 < checked["checked"]["scaffold_bias"] < calibrate_module.MAX_BIAS
-    assert checked["scaffold_bias"] == calibrate_module.MAX_BIAS
+    departing, inline_only = checked["checked"]  # as chosen, then with blocks held
+    assert departing["scaffold_cer"] == 0.0 < departing["model_cer"]
+    assert 0 < departing["scaffold_bias"] < calibrate_module.MAX_BIAS
+    assert departing["block_bias"] < calibrate_module.MAX_BIAS
+    assert (inline_only["scaffold_bias"], inline_only["scaffold_cer"]) == (
+        departing["scaffold_bias"], 0.0,
+    )  # fmt: skip
+    assert inline_only["block_bias"] == calibrate_module.MAX_BIAS
+    assert checked["scaffold_bias"] == checked["block_bias"] == calibrate_module.MAX_BIAS
     # read as the plain text itself, there is nothing to follow
     plain = calibrate(model, tokenizer, valid)
     assert (plain["scaffold_bias"], plain["tokens_weighed"]) == (0.0, 0)
@@ -257,7 +267,8 @@ def test_the_check_copies_ahead_as_a_fine_tune_decodes(tiny) -> None:
             scaffold_bias=8.0, markup_bias=0.0, details=details, copy_ahead_rows=0,
         )  # fmt: skip
         tokens, seen[:] = details[0]["completion_tokens"], []
-        model_cers, _ = check_departures(model, tokenizer, [example], _read_as_answer, (8.0, 0.0))
+        held = Biases(8.0, 8.0, 0.0)
+        model_cers, _ = check_departures(model, tokenizer, [example], _read_as_answer, held)
     finally:
         hook.remove()
     assert model_cers == [cer(repair(one_a_pass, markdown_to_plain(ANSWER)), ANSWER)]
@@ -275,3 +286,28 @@ def test_departures_pay_only_beyond_the_noise() -> None:
     mixed = [0.000, 0.030, 0.020, 0.050, 0.040, 0.069]  # lower mean, worse on three
     assert sum(mixed) < sum(scaffold) and not departures_pay(mixed, scaffold)
     assert not departures_pay(scaffold, scaffold)  # a tie is no reason to depart
+
+
+def test_the_first_try_whose_departures_pay_is_kept(tiny) -> None:
+    """A try whose decoded answers beat the scaffold's is kept as it is, and no other is
+    decoded: here the author writes what the tiny model writes departing freely from the
+    scaffold (the author's answer). A try that would not depart at all is not decoded."""
+    from backends.local.calibrate import MAX_BIAS, check_choices
+    from core.faithful import repair
+
+    model, tokenizer = tiny
+    plain = markdown_to_plain(ANSWER)
+    departing = Biases(-100.0, -100.0, 0.0)
+    [answer] = generate(
+        model, tokenizer, [chat(plain)], faithful=True, scaffold=_read_as_answer,
+        scaffold_bias=-100.0, block_bias=-100.0, markup_bias=0.0, batch_size=1,
+        copy_ahead_rows=1,
+    )  # fmt: skip
+    reference = repair(answer, plain)
+    assert reference != ANSWER  # the model departed from its scaffold
+    example = [*chat(plain), _assistant(reference)]
+    checked, kept = check_choices(model, tokenizer, [example], _read_as_answer, departing)
+    assert kept == departing and len(checked) == 1
+    assert checked[0]["model_cer"] == 0.0 < checked[0]["scaffold_cer"]
+    held = Biases(MAX_BIAS, MAX_BIAS, 0.0)
+    assert check_choices(model, tokenizer, [example], _read_as_answer, held) == ([], held)

@@ -345,6 +345,46 @@ def test_the_scaffold_bias_makes_its_markup_win_only_when_large_enough():
     assert torch.equal(scores, before)  # the caller's logits are left as they were
 
 
+def test_inside_a_line_the_inline_bias_weighs_a_code_span_the_block_bias_a_line_break():
+    """Mid-line, a departure that keeps to the line (a backtick) needs the model to beat
+    the follower plus the scaffold bias; one that breaks the line, plus the block bias."""
+    tokenizer = FakeTokenizer()
+
+    def choice(scores, **biases) -> bytes:
+        chooser = processor(tokenizer, ["Use foo now"], scaffolds=["Use foo now"], **biases)
+        assert chooser.matchers[0].feed(b"Use ") and not at_line_start(chooser.matchers[0])
+        return token_bytes(tokenizer)[chooser.choose(0, scores)]
+
+    span = scored(tokenizer, [(b"`", 2.0), (b"f", 1.0)])  # f follows
+    assert choice(span, scaffold_bias=0.5, block_bias=8.0) == b"`"  # 1.5 < 2
+    assert choice(span, scaffold_bias=1.5, block_bias=0.0) == b"f"  # 2.5 > 2
+    line_break = scored(tokenizer, [(b"\n", 2.0), (b"f", 1.0)])
+    assert choice(line_break, scaffold_bias=0.5, block_bias=8.0) == b"f"  # 9 > 2
+    assert choice(line_break, scaffold_bias=1.5, block_bias=0.5) == b"\n"  # 1.5 < 2
+    assert choice(line_break, scaffold_bias=0.5) == b"\n"  # one bias for both: 1.5 < 2
+    assert choice(line_break, scaffold_bias=1.5) == b"f"
+
+
+def test_where_a_blocks_kind_is_decided_the_block_bias_alone_weighs():
+    """At a line start, and where the scaffold breaks the line, the follower gets the block
+    bias whatever the inline one."""
+    tokenizer = FakeTokenizer()
+    markup = scored(tokenizer, [(b"#", 2.0), (b"T", 1.0)])  # T follows "Tools"
+    for inline, block, expected in ((5.0, 0.5, b"#"), (-5.0, 1.5, b"T")):
+        chooser = processor(
+            tokenizer, ["Tools"], scaffolds=["Tools"], scaffold_bias=inline, block_bias=block
+        )
+        assert chooser.choose(0, markup) == tokenizer.id(expected), (inline, block)
+    join = scored(tokenizer, [(b" ", 2.0), (b"\n", 1.0)])  # the scaffold breaks the line
+    for inline, block, expected in ((5.0, 0.5, b" "), (-5.0, 1.5, b"\n")):
+        chooser = processor(
+            tokenizer, ["Tools saws"], scaffolds=["Tools\n\n- saws"], scaffold_bias=inline,
+            block_bias=block,
+        )  # fmt: skip
+        assert chooser.matchers[0].feed(b"Tools")
+        assert chooser.choose(0, join) == tokenizer.id(expected), (inline, block)
+
+
 def test_a_following_token_beyond_the_models_width_is_left_out():
     """The tokenizer may know more tokens than the model scores: those are not biased."""
     tokenizer = FakeTokenizer(words=(b"# ",))

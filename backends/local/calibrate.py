@@ -21,11 +21,14 @@ any ``b``:
 the second and no more: no error, F1 1; the middle of that interval is chosen, so a margin
 near an end is not a tie.)
 
-The scaffold bias (``backends.local.follow``) is chosen first, the same way: at every answer
-token where the model could follow what it read or not, the best following token's score
-minus the best other's is a margin, and the author's token says whether to follow. A model
-that departs from its scaffold more often than the author does gets a positive bias. The
-markup bias is then chosen with the scaffold bias applied, as the decoder applies both.
+The scaffold biases (``backends.local.follow``) are chosen first, the same way: at every
+answer token where the model could follow what it read or not, the best following token's
+score minus the best other's is a margin, and the author's token says whether to follow. A
+model that departs from its scaffold more often than the author does gets a positive bias.
+Margins where a block's kind is decided (a line start, a line break; ``faithful.follow_biased``)
+choose the block bias, the others the inline one: a model may know the author's code spans
+and not their headings. The markup bias is then chosen with the block bias applied at line
+starts, as the decoder applies them.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 from statistics import fmean
-from typing import Any
+from typing import Any, NamedTuple
 
 from backends.local.scaffold import Reader, Scaffold, scaffold_name, scaffolded
 from core.intervals import paired_difference
@@ -42,8 +45,18 @@ from core.intervals import paired_difference
 DECODING_JSON = "decoding.json"  # in a fine-tune's adapter folder: the bias and its evidence
 MAX_BIAS = 8.0  # logits: beyond this the model's own scores no longer matter
 
+Margins = list[tuple[float, bool]]  # (margin, label) of each decision weighed
 
-def choose_bias(margins: list[tuple[float, bool]]) -> tuple[float, float, float]:
+
+class Biases(NamedTuple):
+    """The faithful decoder's biases (logits; ``backends.local.faithful``)."""
+
+    scaffold: float  # added to the tokens that follow the scaffold, inside a line
+    block: float  # ... where a block's kind is decided (a line start, a line break)
+    markup: float  # added to the markup tokens at a line start
+
+
+def choose_bias(margins: Margins) -> tuple[float, float, float]:
     """``(bias, F1 at 0, F1 at bias)`` for line starts ``(margin, author put markup)``.
 
     The bias is the middle of the interval with the fewest wrong line starts (the one
@@ -86,19 +99,20 @@ def valid_margins(
     tokenizer: Any,
     examples: list[list[dict[str, str]]],
     scaffold: Scaffold | Reader = "none",
-    scaffold_bias: float | None = None,
-) -> tuple[list[tuple[float, bool]], list[tuple[float, bool]]]:
-    """``(follow margins, line-start margins)`` of the examples' answers (``answer_margins``).
+    block_bias: float | None = None,
+) -> tuple[dict[str, Margins], Margins]:
+    """``(follow margins by kind, line-start margins)`` of the examples' answers
+    (``answer_margins``).
 
     The model reads each text to format as ``scaffold`` makes it (``backends.local.scaffold``),
-    as it was trained to. The line-start margins are taken with ``scaffold_bias`` added to
-    the tokens that follow the scaffold (None: none added, and no follow margins kept).
+    as it was trained to. The line-start margins are taken with ``block_bias`` added to the
+    tokens that follow the scaffold (None: none added, and no follow margins kept).
     """
     from backends.local.faithful import vocabulary
 
     vocab = vocabulary(tokenizer)
-    follows: list[tuple[float, bool]] = []
-    starts: list[tuple[float, bool]] = []
+    follows: dict[str, Margins] = {"block": [], "inline": []}
+    starts: Margins = []
     for messages in examples:
         read = scaffolded(messages[:-1], scaffold)
         prompt = tokenizer.apply_chat_template(read, tokenize=False, add_generation_prompt=True)
@@ -106,9 +120,10 @@ def valid_margins(
         answer = tokenizer(messages[-1]["content"], add_special_tokens=False)["input_ids"]
         found = answer_margins(
             model, vocab, start, answer, messages[-2]["content"], read[-1]["content"],
-            scaffold_bias,
+            block_bias,
         )  # fmt: skip
-        follows += found[0]
+        for kind, margins in found[0].items():
+            follows[kind] += margins
         starts += found[1]
     return follows, starts
 
@@ -120,20 +135,16 @@ def answer_margins(
     answer: list[int],
     plain: str,
     scaffold: str | None = None,
-    scaffold_bias: float | None = None,
-) -> tuple[list[tuple[float, bool]], list[tuple[float, bool]]]:
-    """``(follow margins, line-start margins)`` of one answer's tokens after its prompt's,
-    for input ``plain`` read as ``scaffold`` (the plain text itself if None).
+    block_bias: float | None = None,
+) -> tuple[dict[str, Margins], Margins]:
+    """``(follow margins by kind, line-start margins)`` of one answer's tokens after its
+    prompt's, for input ``plain`` read as ``scaffold`` (the plain text itself if None).
 
-    A follow margin is kept at every token where both a token that follows the scaffold and
-    one that does not fit the input: the best following score minus the best other's (of
-    the ``TOP_K`` highest), labelled True where the answer follows and False where it departs
-    as the model's best other token does. (Where the answer departs some other way, following
-    and departing are both wrong: no margin.) The decoder departs under a scaffold bias ``b``
-    about where ``margin + b < 0`` (at a line start the markup bias weighs in too).
+    Follow margins (``follow_margins``), kept only where ``block_bias`` is None, are
+    "block" where a block's kind is decided and "inline" elsewhere.
 
     A line-start margin is the best fitting markup token's score minus the best fitting
-    other token's (``backends.local.faithful.line_start_options``), with ``scaffold_bias``
+    other token's (``backends.local.faithful.line_start_options``), with ``block_bias``
     added to the following tokens first: the decoder writes markup there under a markup bias
     ``b`` exactly when ``margin + b > 0``. Line starts where no markup fits are left out;
     where only markup fits, the margin is infinite.
@@ -148,27 +159,20 @@ def answer_margins(
         logits = model(input_ids=ids).logits[0].float().cpu()  # on the CPU: the same tensor
     scores = logits[len(prompt) - 1 : len(prompt) - 1 + len(answer)]
     matcher, follower = Matcher(plain), Follower(plain if scaffold is None else scaffold, plain)
-    follows: list[tuple[float, bool]] = []
-    starts: list[tuple[float, bool]] = []
+    follows: dict[str, Margins] = {"block": [], "inline": []}
+    starts: Margins = []
     for k, (token, row) in enumerate(zip(answer, scores, strict=True)):
         ids = [i for i in following(follower, matcher, vocab, []) if i < row.shape[-1]]
-        if ids and scaffold_bias is None:
-            others = [i for i in decoder_candidates(matcher, vocab, row) if i not in ids]
-            best_follow = best_fitting(matcher, vocab, row, ids)
-            best_other = best_fitting(matcher, vocab, row, others)
+        if ids and block_bias is None:
             ahead = b"".join(
                 vocab.table[t] or b"" for t in answer[k : k + 8] if t < len(vocab.table)
             )
-            if best_follow is None or best_other is None:
-                pass  # no choice here
-            elif token in ids:
-                follows.append((best_follow[0] - best_other[0], True))
-            elif ahead.startswith(vocab.table[best_other[1]]):  # the model departs as the author
-                follows.append((best_follow[0] - best_other[0], False))
-            # else the author departs another way: following and departing are both wrong
+            found = follow_margins(matcher, follower, vocab, row, ids, token in ids, ahead)
+            for kind, margin in found:
+                follows[kind].append(margin)
         if at_line_start(matcher):
-            weighed = ids if scaffold_bias else []  # as the decoder weighs them
-            adjusted = biased(row, weighed, scaffold_bias or 0.0)
+            weighed = ids if block_bias else []  # as the decoder weighs them
+            adjusted = biased(row, weighed, block_bias or 0.0)
             markup, other = line_start_options(matcher, adjusted, vocab, weighed)
             if markup is not None:
                 margin = markup[1] - other[1] if other is not None else math.inf
@@ -176,6 +180,51 @@ def answer_margins(
         if token >= len(vocab.table) or not matcher.feed(vocab.table[token] or b""):
             break  # the answer leaves the plain text (an edited chunk), or ends: stop here
     return follows, starts
+
+
+def follow_margins(
+    matcher: Any,
+    follower: Any,
+    vocab: Any,
+    row: Any,
+    ids: list[int],
+    followed: bool,
+    ahead: bytes,
+) -> list[tuple[str, tuple[float, bool]]]:
+    """``(kind, (margin, label))`` of one answer token where the ``ids`` follow the scaffold,
+    the author's token is one of them (``followed``) or not, and the author's answer goes
+    on with ``ahead`` (its next tokens' bytes).
+
+    A margin is the best fitting following token's score minus the best fitting other's (of
+    the tokens the decoder weighs), labelled True where the author follows and False where
+    the author departs as that other token does (where the author departs some other way,
+    following and departing are both wrong: no margin). Where a block's kind is decided (a
+    line start, or the scaffold breaks the line) one margin of kind "block"; inside a line,
+    one "inline" against the others that keep to the line and one "block" against those that
+    break it, as ``faithful.follow_biased`` weighs them: the decoder departs under biases
+    ``b`` about where ``margin + b < 0`` (at a line start the markup bias weighs in too).
+    """
+    from backends.local.faithful import at_line_start
+    from backends.local.follow import breaks_line
+
+    others = [i for i in decoder_candidates(matcher, vocab, row) if i not in ids]
+    if at_line_start(matcher) or breaks_line(follower, matcher):
+        sides = {"block": others}
+    else:
+        breaking = [i for i in others if b"\n" in (vocab.table[i] or b"")]
+        sides = {"inline": [i for i in others if i not in breaking], "block": breaking}
+    best_follow = best_fitting(matcher, vocab, row, ids)
+    found = []
+    for kind, side in sides.items():
+        best_other = best_fitting(matcher, vocab, row, side)
+        if best_follow is None or best_other is None:
+            continue  # no choice here
+        margin = best_follow[0] - best_other[0]
+        if followed:
+            found.append((kind, (margin, True)))
+        elif ahead.startswith(vocab.table[best_other[1]]):  # the model departs as the author
+            found.append((kind, (margin, False)))
+    return found
 
 
 def decoder_candidates(matcher: Any, vocab: Any, row: Any) -> list[int]:
@@ -209,11 +258,11 @@ def check_departures(
     tokenizer: Any,
     examples: list[list[dict[str, str]]],
     scaffold: Scaffold | Reader,
-    biases: tuple[float, float],
+    biases: Biases,
     progress: Callable[[int, int], Any] | None = None,
 ) -> tuple[list[float], list[float]]:
     """``(model CERs, scaffold CERs)``: the CER of each valid example of the model's answer,
-    decoded faithfully under ``biases`` (scaffold, markup) and repaired, and of its
+    decoded faithfully under ``biases`` and repaired, and of its
     scaffold's own formatting (what following it everywhere writes).
 
     Teacher forcing judges each token on the author's context; a decoded answer lives with
@@ -231,8 +280,8 @@ def check_departures(
     references = [messages[-1]["content"] for messages in examples]
     answers = generate(
         model, tokenizer, [messages[:-1] for messages in examples], faithful=True,
-        scaffold=scaffold, scaffold_bias=biases[0], markup_bias=biases[1], batch_size=1,
-        copy_ahead_rows=1, progress=progress,
+        scaffold=scaffold, scaffold_bias=biases.scaffold, block_bias=biases.block,
+        markup_bias=biases.markup, batch_size=1, copy_ahead_rows=1, progress=progress,
     )  # fmt: skip
     read = scaffold_function(scaffold)
     model_cers = [cer(repair(a, p), r) for a, p, r in zip(answers, plains, references, strict=True)]
@@ -263,56 +312,86 @@ def calibrate(
     check: int = 0,
     progress: Callable[[int, int], Any] | None = None,
 ) -> dict[str, Any]:
-    """How ``model`` decodes best: what it reads (``scaffold``), the scaffold bias and the
-    markup bias its valid split chose (in that order: the markup bias is chosen with the
-    scaffold bias applied), with what they were chosen on (``decoding.json``). ``limit``: at
-    most that many valid examples, spread over the split (``finetune.max_valid_examples``).
-    A model that reads the plain text itself has no scaffold to follow: its scaffold bias is 0.
+    """How ``model`` decodes best: what it reads (``scaffold``), the scaffold biases (inline
+    and block) and the markup bias its valid split chose (in that order: the markup bias is
+    chosen with the block bias applied), with what they were chosen on (``decoding.json``).
+    ``limit``: at most that many valid examples, spread over the split
+    (``finetune.max_valid_examples``). A model that reads the plain text itself has no
+    scaffold to follow: its scaffold biases are 0.
 
-    ``check``: that many of them (spread) are then decoded (``check_departures``); unless the
-    model's answers are closer to the author's than its scaffold's own formatting beyond the
-    noise (``departures_pay``), the scaffold bias becomes ``MAX_BIAS``: follow the scaffold.
+    ``check``: that many of them (spread) are then decoded (``check_departures``), first
+    departing as chosen, then (if that does not pay) inside lines only, its blocks held to
+    the scaffold's (block bias ``MAX_BIAS``); the first whose answers are closer to the
+    author's than the scaffold's own formatting beyond the noise (``departures_pay``) is
+    kept, and if none is, both biases become ``MAX_BIAS``: follow the scaffold.
     ``progress(done, total)``: called as the check decodes.
     """
     from core.chat_data import read_chats
     from core.sample import spread
 
     examples = spread(read_chats(valid_jsonl), limit) if valid_jsonl else []
-    follows: list[tuple[float, bool]] = []
-    margins: list[tuple[float, bool]] = []
+    follows: dict[str, Margins] = {"block": [], "inline": []}
+    margins: Margins = []
     if examples and scaffold_name(scaffold) != "none":
         follows, margins = valid_margins(model, tokenizer, examples, scaffold)
-    departures = sum(not label for _, label in follows)
-    scaffold_bias = choose_bias(follows)[0]  # follow where margin + bias > 0: fewest errors
-    if examples and (scaffold_bias or not follows):  # else the line starts are those above
-        margins = valid_margins(model, tokenizer, examples, scaffold, scaffold_bias)[1]
+    weighed = follows["block"] + follows["inline"]
+    # follow where margin + bias > 0, with the fewest errors: each kind its own bias
+    inline_bias, block_bias = choose_bias(follows["inline"])[0], choose_bias(follows["block"])[0]
+    if examples and (block_bias or not weighed):  # else the line starts are those above
+        margins = valid_margins(model, tokenizer, examples, scaffold, block_bias)[1]
     bias, f1_zero, f1_best = choose_bias(margins)
+    chosen = Biases(inline_bias, block_bias, bias)
     found: dict[str, Any] = {"scaffold": scaffold_name(scaffold)}
-    if check and follows and scaffold_bias < MAX_BIAS:
-        chosen = (scaffold_bias, bias)
+    if check and weighed:
         decoded = spread(examples, check)
-        model_cers, scaffold_cers = check_departures(
+        found["checked"], chosen = check_choices(
             model, tokenizer, decoded, scaffold, chosen, progress
         )
-        difference = paired_difference(model_cers, scaffold_cers)
-        found["checked"] = {
-            "valid_examples": len(decoded),
-            "scaffold_bias": round(scaffold_bias, 3),
-            "model_cer": round(fmean(model_cers), 5),
-            "scaffold_cer": round(fmean(scaffold_cers), 5),
-            "difference": {bound: round(x, 5) for bound, x in difference.items()},
-        }
-        if not departures_pay(model_cers, scaffold_cers):  # follow the scaffold
-            scaffold_bias = MAX_BIAS
     return found | {
-        "scaffold_bias": round(scaffold_bias, 3),
-        "markup_bias": round(bias, 3),
+        "scaffold_bias": round(chosen.scaffold, 3),
+        "block_bias": round(chosen.block, 3),
+        "markup_bias": round(chosen.markup, 3),
         "valid_examples": len(examples),
-        "tokens_weighed": len(follows),
-        "author_departures": departures,
-        "model_departures": sum(1 for margin, _ in follows if margin < 0),
+        "tokens_weighed": len(weighed),
+        "author_departures": sum(not label for _, label in weighed),
+        "model_departures": sum(1 for margin, _ in weighed if margin < 0),
+        "inline_weighed": len(follows["inline"]),
+        "inline_author_departures": sum(not label for _, label in follows["inline"]),
+        "inline_model_departures": sum(1 for margin, _ in follows["inline"] if margin < 0),
         "line_starts": len(margins),
         "with_markup": sum(label for _, label in margins),
         "f1_without_bias": f1_zero,
         "f1_with_bias": f1_best,
     }
+
+
+def check_choices(
+    model: Any,
+    tokenizer: Any,
+    examples: list[list[dict[str, str]]],
+    scaffold: Scaffold | Reader,
+    chosen: Biases,
+    progress: Callable[[int, int], Any] | None = None,
+) -> tuple[list[dict[str, Any]], Biases]:
+    """``(what each try found, the biases kept)``: ``chosen``, then the same with the blocks
+    held to the scaffold, decoded on ``examples`` until one's departures pay (``calibrate``).
+    A try in which the model cannot depart (both biases ``MAX_BIAS``) is not decoded.
+    """
+    tries = [chosen, chosen._replace(block=MAX_BIAS)]
+    checked: list[dict[str, Any]] = []
+    for biases in dict.fromkeys(b for b in tries if min(b.scaffold, b.block) < MAX_BIAS):
+        model_cers, scaffold_cers = check_departures(
+            model, tokenizer, examples, scaffold, biases, progress
+        )
+        difference = paired_difference(model_cers, scaffold_cers)
+        checked.append({
+            "valid_examples": len(examples),
+            "scaffold_bias": round(biases.scaffold, 3),
+            "block_bias": round(biases.block, 3),
+            "model_cer": round(fmean(model_cers), 5),
+            "scaffold_cer": round(fmean(scaffold_cers), 5),
+            "difference": {bound: round(x, 5) for bound, x in difference.items()},
+        })  # fmt: skip
+        if departures_pay(model_cers, scaffold_cers):
+            return checked, biases
+    return checked, chosen._replace(scaffold=MAX_BIAS, block=MAX_BIAS)

@@ -13,9 +13,13 @@ made between two sides: the best fitting token that is markup only (``#``, ``##`
 fence, ...) and the best fitting other token (text, a blank line). The markup wins when its
 score plus ``markup_bias`` (logits) beats the other's, so a positive bias makes a timid model
 start more blocks with markup; ``backends.local.calibrate`` chooses it on the valid split.
-Before either choice, ``scaffold_bias`` (logits) is added to the tokens that go on as the
-text the model read does (its scaffold, ``backends.local.follow``), so a model departs from
-its rules only where it is that much surer; calibrated on the valid split too.
+Before either choice, a bias (logits) is added to the tokens that go on as the text the
+model read does (its scaffold, ``backends.local.follow``), so a model departs from its rules
+only where it is that much surer; calibrated on the valid split too. There are two: where a
+block's kind is decided (a line start, or where the scaffold breaks the line) the follower
+gets ``block_bias``; inside a line ``scaffold_bias``, and a token that breaks the line there
+is lowered by the difference. A model may so add inline markup (a code span) on its own
+while its blocks stay its scaffold's, or the other way round.
 
 Loops are impossible, not just unlikely: markup bytes without text between them are capped
 per run (``RUN_LIMIT``; after text on the same line, ``INLINE_RUN``) and in total
@@ -200,6 +204,7 @@ class FaithfulProcessor:
         markup_bias: float = 0.0,
         scaffolds: list[str] | None = None,
         scaffold_bias: float = 0.0,
+        block_bias: float | None = None,
     ) -> None:
         from backends.local.follow import Follower
 
@@ -213,6 +218,8 @@ class FaithfulProcessor:
         self.fallbacks = 0  # steps where the model's top candidates all broke the input
         self.markup_bias = markup_bias  # logits added to markup tokens at a line start
         self.scaffold_bias = scaffold_bias  # logits added to the tokens that follow the scaffold
+        # ... where a block's kind is decided (None: the scaffold bias there too)
+        self.block_bias = scaffold_bias if block_bias is None else block_bias
         read = scaffolds or plains  # what each row's model read (backends.local.follow)
         self.followers = [Follower(s, plain) for s, plain in zip(read, plains, strict=True)]
 
@@ -230,11 +237,15 @@ class FaithfulProcessor:
         """The token for ``row`` from its next-token ``scores`` (``backends.local.decode``)."""
         import torch
 
+        from backends.local.follow import breaks_line
+
         matcher = self.matchers[row]
         follow: list[int] = []
-        if self.scaffold_bias and not self.ended[row]:
+        if (self.scaffold_bias or self.block_bias) and not self.ended[row]:
             follow = self.follow_ids(row, scores.shape[-1])
-            scores = biased(scores, follow, self.scaffold_bias)
+            block = at_line_start(matcher) or breaks_line(self.followers[row], matcher)
+            biases = (self.scaffold_bias, self.block_bias)
+            scores = follow_biased(scores, follow, biases, block, self.vocabulary)
         if at_line_start(matcher) and not self.ended[row]:
             markup, other = line_start_options(matcher, scores, self.vocabulary, follow)
             if markup is not None and (other is None or markup[1] + self.markup_bias > other[1]):
@@ -300,23 +311,34 @@ class Vocabulary:
     tokenizer: Any
     table: list[bytes | None]
     is_markup: Any  # bool tensor over the token ids: ``markup_token_ids``
-    masks: dict[int, Any] = field(default_factory=dict)  # ``is_markup`` by scores' width
+    masks: dict[tuple[str, int], Any] = field(default_factory=dict)  # the two by scores' width
     ids: dict[bytes, int] = field(init=False)  # each token's id by its bytes
+    breaks: Any = field(init=False)  # bool tensor over the token ids: holds a line break
     longest: int = field(init=False)  # the most bytes of one token
 
     def __post_init__(self) -> None:
+        import torch
+
+        self.breaks = torch.tensor([bool(data and b"\n" in data) for data in self.table])
         self.ids = {data: i for i, data in enumerate(self.table) if data}
         self.longest = max((len(data) for data in self.ids), default=0)
 
     def markup_mask(self, width: int) -> Any:
         """``is_markup`` cut or padded (False) to ``width`` ids: the model's vocabulary size."""
+        return self._padded("markup", self.is_markup, width)
+
+    def break_mask(self, width: int) -> Any:
+        """``breaks`` cut or padded (False) to ``width`` ids, as ``markup_mask``."""
+        return self._padded("breaks", self.breaks, width)
+
+    def _padded(self, name: str, mask: Any, width: int) -> Any:
         import torch
 
-        if width not in self.masks:
-            mask = torch.zeros(width, dtype=torch.bool)
-            mask[: len(self.is_markup)] = self.is_markup[:width]
-            self.masks[width] = mask
-        return self.masks[width]
+        if (name, width) not in self.masks:
+            padded = torch.zeros(width, dtype=torch.bool)
+            padded[: len(mask)] = mask[:width]
+            self.masks[name, width] = padded
+        return self.masks[name, width]
 
     def own_next(self, matcher: Matcher) -> int | None:
         """The first token of the input's rest (the text itself goes on), if any."""
@@ -331,6 +353,35 @@ def biased(scores: Any, ids: list[int], bias: float) -> Any:
         return scores
     scores = scores.clone()
     scores[ids] += bias
+    return scores
+
+
+def follow_biased(
+    scores: Any, follow: list[int], biases: tuple[float, float], block: bool, vocab: Vocabulary
+) -> Any:
+    """``scores`` with the scaffold's ``follow`` tokens raised by ``biases`` (inside a line,
+    where a block's kind is decided): at a ``block`` decision by the block bias; elsewhere by
+    the inline one, with the tokens that break the line and do not follow lowered by the
+    block bias minus the inline one, so breaking a line the scaffold does not break takes the
+    block bias's confidence. A copy; ``scores`` itself where nothing changes.
+
+    >>> import torch
+    >>> vocab = Vocabulary(None, [b"a", b"\\n", b"b"], torch.zeros(3, dtype=torch.bool))
+    >>> follow_biased(torch.zeros(3), [0], (1.0, 8.0), False, vocab).tolist()
+    [1.0, -7.0, 0.0]
+    >>> follow_biased(torch.zeros(3), [0], (1.0, 8.0), True, vocab).tolist()
+    [8.0, 0.0, 0.0]
+    """
+    inline, block_bias = biases
+    if block or not follow:
+        return biased(scores, follow, block_bias)
+    scores = biased(scores, follow, inline)
+    if block_bias == inline:
+        return scores
+    breaking = vocab.break_mask(scores.shape[-1]).clone()
+    breaking[follow] = False
+    scores = scores.clone()
+    scores[breaking] -= block_bias - inline
     return scores
 
 

@@ -65,13 +65,34 @@ class Follower:
         return self.bytes_[start + len(run) :]
 
 
+def scaffold_rest(follower: Follower, matcher: Any) -> bytes | None:
+    """The scaffold's rest from where ``matcher`` stands (``Follower.rest``), or None where
+    the answer has departed."""
+    pos = max(matcher.states)
+    run = matcher.states[pos][0]
+    return follower.rest(pos, matcher.tail[len(matcher.tail) - run :] if run else b"")
+
+
+def breaks_line(follower: Follower, matcher: Any) -> bool:
+    """Whether the scaffold ends the answer's line here: its rest begins with a line break
+    (spaces before it aside). Going on with text instead joins two of its blocks.
+
+    >>> from backends.local.faithful import Matcher
+    >>> follower, matcher = Follower("Tools\\n\\n- saws", "Tools saws"), Matcher("Tools saws")
+    >>> matcher.feed(b"Tools"), breaks_line(follower, matcher)
+    (True, True)
+    >>> matcher.feed(b"\\n\\n- s"), breaks_line(follower, matcher)
+    (True, False)
+    """
+    rest = scaffold_rest(follower, matcher)
+    return rest is not None and rest.lstrip(b" \t").startswith(b"\n")
+
+
 def following(follower: Follower, matcher: Any, vocab: Any, stops: list[int]) -> list[int]:
     """The token ids that go on as the scaffold does from where ``matcher`` stands: every
     token whose bytes begin the scaffold's rest, or the end of the turn once only whitespace
     is left. Empty where the answer has departed."""
-    pos = max(matcher.states)
-    run = matcher.states[pos][0]
-    rest = follower.rest(pos, matcher.tail[len(matcher.tail) - run :] if run else b"")
+    rest = scaffold_rest(follower, matcher)
     if rest is None:
         return []
     if not rest.strip():

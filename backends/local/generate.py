@@ -106,6 +106,7 @@ def load_for_inference(
         found = json.loads(decoding.read_text())
         merged.markup_bias = float(found["markup_bias"])
         merged.scaffold_bias = float(found.get("scaffold_bias", 0.0))  # older models: none
+        merged.block_bias = float(found.get("block_bias", merged.scaffold_bias))  # ... or one
         merged.scaffold = load_scaffold(found.get("scaffold", "none"), adapter)
     return merged, tokenizer
 
@@ -174,6 +175,7 @@ class Batch:
     seed: int | None
     markup_bias: float = 0.0  # faithful only: logits added to markup tokens at a line start
     scaffold_bias: float = 0.0  # faithful only: logits added to tokens that follow the scaffold
+    block_bias: float = 0.0  # ... where a block's kind is decided (``backends.local.faithful``)
 
     @property
     def pad_id(self) -> int:
@@ -224,8 +226,9 @@ def faithful_chooser(batch: Batch, plains: list[str], texts: list[str], width: i
     from backends.local.faithful import FaithfulProcessor
 
     return FaithfulProcessor(
-        batch.tokenizer, plains, batch.stops, width, batch.markup_bias, texts, batch.scaffold_bias
-    )
+        batch.tokenizer, plains, batch.stops, width, batch.markup_bias, texts, batch.scaffold_bias,
+        batch.block_bias,
+    )  # fmt: skip
 
 
 def _decode_one_by_one(model: Any, batch: Batch, rows: Rows) -> list[tuple[list[int], str]]:
@@ -300,6 +303,7 @@ def generate(
     markup_bias: float | None = None,
     scaffold: Scaffold | Reader | None = None,
     scaffold_bias: float | None = None,
+    block_bias: float | None = None,
 ) -> list[str]:
     """Greedy answers to ``conversations`` (assistant prompt added), in the input order.
 
@@ -322,7 +326,9 @@ def generate(
     ``markup_bias``: faithful only, logits added to markup-only tokens at each line start;
     None takes the model's own (chosen on its valid split when it was trained, else 0).
     ``scaffold_bias``: faithful only, logits added to the tokens that follow what the model
-    read (``backends.local.follow``); None takes the model's own, as ``markup_bias``.
+    read (``backends.local.follow``) inside a line; None takes the model's own, as
+    ``markup_bias``. ``block_bias``: the same where a block's kind is decided (a line start,
+    a line break); None takes the model's own, else the scaffold bias.
     ``scaffold``: what the model reads of each text to format (``backends.local.scaffold``); None
     takes the model's own (what it was trained on, else the text itself). Answers keep the
     plain text's words whatever the scaffold.
@@ -354,6 +360,8 @@ def generate(
         markup_bias = getattr(model, "markup_bias", 0.0)
     if scaffold_bias is None:
         scaffold_bias = getattr(model, "scaffold_bias", 0.0)
+    if block_bias is None:
+        block_bias = getattr(model, "block_bias", scaffold_bias)
     batch = Batch(
         tokenizer,
         faithful,
@@ -364,6 +372,7 @@ def generate(
         seed,
         float(markup_bias),
         float(scaffold_bias),
+        float(block_bias),
     )
     copy_rows = copy_ahead_rows
     if copy_rows is None:
