@@ -233,7 +233,12 @@ def test_calibrate_chooses_the_scaffold_bias_from_the_authors_departures(
     # author's answer itself): its departures do not pay, and it follows the scaffold
     exact = {"messages": [*chat(markdown_to_plain(ANSWER)), _assistant(ANSWER)]}
     valid.write_text(json.dumps(exact) + "\n")
-    checked = calibrate(model, tokenizer, valid, _read_as_answer, check=1)
+    seen: list[tuple[int, int, str]] = []
+    checked = calibrate(
+        model, tokenizer, valid, _read_as_answer, check=1,
+        progress=lambda done, total, what: seen.append((done, total, what)),
+    )  # fmt: skip
+    assert seen == [(1, 1, "departing as chosen"), (1, 1, "inside lines only")]
     departing, inline_only = checked["checked"]  # as chosen, then with blocks held
     assert departing["scaffold_cer"] == 0.0 < departing["model_cer"]
     assert 0 < departing["scaffold_bias"] < calibrate_module.MAX_BIAS

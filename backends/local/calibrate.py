@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from statistics import fmean
 from typing import Any, NamedTuple
@@ -310,7 +311,7 @@ def calibrate(
     scaffold: Scaffold | Reader = "none",
     limit: int | None = None,
     check: int = 0,
-    progress: Callable[[int, int], Any] | None = None,
+    progress: Callable[[int, int, str], Any] | None = None,
 ) -> dict[str, Any]:
     """How ``model`` decodes best: what it reads (``scaffold``), the scaffold biases (inline
     and block) and the markup bias its valid split chose (in that order: the markup bias is
@@ -324,7 +325,7 @@ def calibrate(
     the scaffold's (block bias ``MAX_BIAS``); the first whose answers are closer to the
     author's than the scaffold's own formatting beyond the noise (``departures_pay``) is
     kept, and if none is, both biases become ``MAX_BIAS``: follow the scaffold.
-    ``progress(done, total)``: called as the check decodes.
+    ``progress(done, total, what)``: called as the check decodes, ``what`` naming the try.
     """
     from core.chat_data import read_chats
     from core.sample import spread
@@ -371,17 +372,20 @@ def check_choices(
     examples: list[list[dict[str, str]]],
     scaffold: Scaffold | Reader,
     chosen: Biases,
-    progress: Callable[[int, int], Any] | None = None,
+    progress: Callable[[int, int, str], Any] | None = None,
 ) -> tuple[list[dict[str, Any]], Biases]:
     """``(what each try found, the biases kept)``: ``chosen``, then the same with the blocks
     held to the scaffold, decoded on ``examples`` until one's departures pay (``calibrate``).
     A try in which the model cannot depart (both biases ``MAX_BIAS``) is not decoded.
     """
-    tries = [chosen, chosen._replace(block=MAX_BIAS)]
+    tries = {chosen: "departing as chosen", chosen._replace(block=MAX_BIAS): "inside lines only"}
     checked: list[dict[str, Any]] = []
-    for biases in dict.fromkeys(b for b in tries if min(b.scaffold, b.block) < MAX_BIAS):
+    for biases, what in tries.items():
+        if min(biases.scaffold, biases.block) >= MAX_BIAS:
+            continue
+        step = None if progress is None else partial(progress, what=what)
         model_cers, scaffold_cers = check_departures(
-            model, tokenizer, examples, scaffold, biases, progress
+            model, tokenizer, examples, scaffold, biases, step
         )
         difference = paired_difference(model_cers, scaffold_cers)
         checked.append({

@@ -432,8 +432,8 @@ def calibrate_decoding(run: Run) -> dict[str, Any]:
     run.model.eval()
     s = run.settings
 
-    def progress(done: int, total: int) -> None:
-        message = f"checking the decoding biases: {done}/{total} valid chunks decoded"
+    def progress(done: int, total: int, what: str) -> None:
+        message = f"checking the decoding biases, {what}: {done}/{total} valid chunks decoded"
         run.emit({"type": "status", "level": "info", "message": message})
 
     found = calibrate(
