@@ -54,13 +54,32 @@ def biases(setting: str, found: dict) -> tuple[float, float, float]:
     )
 
 
+def bias_setting(text: str) -> str:
+    """A ``--bias`` value as typed, once it reads as two or three parts of logits or auto."""
+    parts = text.split("/")
+    if len(parts) not in (2, 3) or not all(part == "auto" or _number(part) for part in parts):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: write SCAFFOLD/MARKUP or SCAFFOLD/BLOCK/MARKUP, each logits or auto"
+        )
+    return text
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--model", required=True, help="a fine-tuned local model id")
     parser.add_argument(
-        "--bias", action="append", default=[], help="SCAFFOLD[/BLOCK]/MARKUP logits or auto; repeat"
-    )
+        "--bias", action="append", default=[], type=bias_setting,
+        help="SCAFFOLD[/BLOCK]/MARKUP logits or auto; repeat",
+    )  # fmt: skip
     parser.add_argument("--chunks", type=int, default=32, help="chunks (32, as the bench)")
     parser.add_argument("--split", default="test", choices=("test", "valid"))
     parser.add_argument(

@@ -205,11 +205,10 @@ def follow_margins(
     break it, as ``faithful.follow_biased`` weighs them: the decoder departs under biases
     ``b`` about where ``margin + b < 0`` (at a line start the markup bias weighs in too).
     """
-    from backends.local.faithful import at_line_start
-    from backends.local.follow import breaks_line
+    from backends.local.faithful import decides_block
 
     others = [i for i in decoder_candidates(matcher, vocab, row) if i not in ids]
-    if at_line_start(matcher) or breaks_line(follower, matcher):
+    if decides_block(matcher, follower):
         sides = {"block": others}
     else:
         breaking = [i for i in others if b"\n" in (vocab.table[i] or b"")]

@@ -237,13 +237,11 @@ class FaithfulProcessor:
         """The token for ``row`` from its next-token ``scores`` (``backends.local.decode``)."""
         import torch
 
-        from backends.local.follow import breaks_line
-
         matcher = self.matchers[row]
         follow: list[int] = []
         if (self.scaffold_bias or self.block_bias) and not self.ended[row]:
             follow = self.follow_ids(row, scores.shape[-1])
-            block = at_line_start(matcher) or breaks_line(self.followers[row], matcher)
+            block = decides_block(matcher, self.followers[row])
             biases = (self.scaffold_bias, self.block_bias)
             scores = follow_biased(scores, follow, biases, block, self.vocabulary)
         if at_line_start(matcher) and not self.ended[row]:
@@ -390,6 +388,14 @@ def at_line_start(matcher: Matcher) -> bool:
     fewer than ``LINE_START_RUN`` markup bytes since the last text (no run of empty blocks).
     """
     return matcher.line == b"" and not matcher.done and matcher.run() < LINE_START_RUN
+
+
+def decides_block(matcher: Matcher, follower: Any) -> bool:
+    """Whether the answer's next token decides a block's kind: at a line start, or where the
+    scaffold (``backends.local.follow.Follower``) breaks the line."""
+    from backends.local.follow import breaks_line
+
+    return at_line_start(matcher) or breaks_line(follower, matcher)
 
 
 def line_start_options(
